@@ -1,0 +1,1 @@
+"""runform.dashboards: static browser front ends served by the server."""

@@ -1,0 +1,1 @@
+"""runform.firmware_bridge: sensor protocols, BLE connections, timestamping, virtual sensors, file sources."""

@@ -1,0 +1,1 @@
+"""Sensor protocols: pure decoders (bytes -> samples + packet metadata) and encoders for emulated sensors."""

@@ -1,0 +1,1 @@
+"""runform.server: the processes (CLI, edge pipeline, cue engine, storage, HTTP/WebSocket API, auth)."""
