@@ -16,8 +16,13 @@ from ._events import (
     STEP_DTYPE,
     empty_steps,
 )
+from ._detector import DetectorInputError, GaitEventDetector, parse_site
+from ._params import LimbParams, OrientationParams, SacrumParams, SITE_DEFAULTS, params_for
+from ._warmup import warmup
 
 __all__ = [
     "ACTIVITY_NAMES", "ACTIVITY_RUNNING", "ACTIVITY_STANDING", "ACTIVITY_UNKNOWN", "ACTIVITY_WALKING",
     "G0", "SIDE_LEFT", "SIDE_NAMES", "SIDE_RIGHT", "SIDE_UNKNOWN", "STEP_DTYPE", "empty_steps",
+    "DetectorInputError", "GaitEventDetector", "parse_site", "LimbParams", "OrientationParams", "SacrumParams",
+    "SITE_DEFAULTS", "params_for", "warmup",
 ]

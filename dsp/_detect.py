@@ -1,0 +1,297 @@
+"""Streaming gait-event kernels: ``(state, chunk) -> (state, events)``.
+
+Both kernels walk the chunk once inside numba, carry everything they need in a
+flat float64 state array, and write finished steps into a preallocated event
+buffer, so feeding a recording in any chunking gives bit-identical events.
+
+Event rows (float64, ``EV_*`` columns) hold absolute fractional sample indices
+(0 = first sample ever fed) and the per-step features; the Python detector
+turns them into ``STEP_DTYPE`` records with times.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._numba_config import jit
+
+# event columns
+EV_IC = 0  # fractional index of the IC feature (before bias correction)
+EV_TC = 1  # fractional index of the TC feature (before bias correction)
+EV_PEAK_V = 2  # sacrum: peak vertical proper acceleration in stance (g) ~ vGRF in BW
+EV_PEAK_NORM = 3  # peak |acc| in the impact window (g)
+EV_ML_MEAN = 4  # mean medio-lateral acceleration during stance (g, +left)
+EV_SLOPE = 5  # max rise of the loading signal (g per sample)
+EV_CLIPPED = 6  # 1.0 if any axis reached the clip level in the impact window
+EV_EMITTED = 7  # index of the sample at which the step was emitted
+EV_N = 8
+
+# ---------------------------------------------------------------- sacrum / hip
+# params
+SP_THR_IC, SP_THR_TC, SP_MIN_GCT_N, SP_MAX_GCT_N, SP_CLIP_G, SP_IMPACT_N = range(6)
+SACRUM_PARAMS_SIZE = 6
+# state
+_SS_N, _SS_MODE, _SS_PREV, _SS_IC, _SS_PEAKV, _SS_PEAKN, _SS_MLSUM, _SS_CNT, _SS_SLOPE, _SS_CLIP, _SS_ABORTED = range(11)
+SACRUM_STATE_SIZE = 11
+
+
+def sacrum_init() -> np.ndarray:
+    st = np.zeros(SACRUM_STATE_SIZE)
+    st[_SS_PREV] = np.nan
+    return st
+
+
+@jit
+def sacrum_kernel(params, v_g, vf_g, ml_g, norm_g, maxabs_g, state):
+    """Stance = vertical proper acceleration above ``thr_ic`` until it falls below ``thr_tc``.
+
+    The trunk's vertical proper acceleration is ~ vGRF / body weight (≈0 g in
+    flight), so its threshold crossings mark contact; crossings are linearly
+    interpolated between samples. ``vf_g`` is the more heavily smoothed
+    vertical signal whose stance maximum estimates the peak vGRF.
+    """
+    st = state.copy()
+    n = v_g.shape[0]
+    events = np.empty((n // 8 + 2, EV_N))
+    ne = 0
+    thr_ic = params[SP_THR_IC]
+    thr_tc = params[SP_THR_TC]
+    for i in range(n):
+        idx = st[_SS_N] + i
+        x = v_g[i]
+        prev = st[_SS_PREV]
+        if st[_SS_MODE] == 0.0:
+            if prev == prev and prev < thr_ic and x >= thr_ic:
+                st[_SS_MODE] = 1.0
+                st[_SS_IC] = idx - 1.0 + (thr_ic - prev) / (x - prev)
+                st[_SS_PEAKV] = vf_g[i]
+                st[_SS_PEAKN] = norm_g[i]
+                st[_SS_MLSUM] = ml_g[i]
+                st[_SS_CNT] = 1.0
+                st[_SS_SLOPE] = x - prev
+                st[_SS_CLIP] = 1.0 if maxabs_g[i] >= params[SP_CLIP_G] else 0.0
+        else:
+            if vf_g[i] > st[_SS_PEAKV]:
+                st[_SS_PEAKV] = vf_g[i]
+            dur = idx - st[_SS_IC]
+            if dur <= params[SP_IMPACT_N]:
+                if norm_g[i] > st[_SS_PEAKN]:
+                    st[_SS_PEAKN] = norm_g[i]
+                if x - prev > st[_SS_SLOPE]:
+                    st[_SS_SLOPE] = x - prev
+                if maxabs_g[i] >= params[SP_CLIP_G]:
+                    st[_SS_CLIP] = 1.0
+            st[_SS_MLSUM] += ml_g[i]
+            st[_SS_CNT] += 1.0
+            if prev >= thr_tc and x < thr_tc:
+                tc = idx - 1.0 + (prev - thr_tc) / (prev - x)
+                gct_n = tc - st[_SS_IC]
+                if gct_n >= params[SP_MIN_GCT_N]:
+                    if ne == events.shape[0]:
+                        grown = np.empty((2 * ne, EV_N))
+                        grown[:ne] = events[:ne]
+                        events = grown
+                    events[ne, EV_IC] = st[_SS_IC]
+                    events[ne, EV_TC] = tc
+                    events[ne, EV_PEAK_V] = st[_SS_PEAKV]
+                    events[ne, EV_PEAK_NORM] = st[_SS_PEAKN]
+                    events[ne, EV_ML_MEAN] = st[_SS_MLSUM] / st[_SS_CNT]
+                    events[ne, EV_SLOPE] = st[_SS_SLOPE]
+                    events[ne, EV_CLIPPED] = st[_SS_CLIP]
+                    events[ne, EV_EMITTED] = idx
+                    ne += 1
+                st[_SS_MODE] = 0.0
+            elif dur > params[SP_MAX_GCT_N]:
+                # no flight phase: not running (walking/standing) — drop the candidate
+                st[_SS_MODE] = 0.0
+                st[_SS_ABORTED] += 1.0
+        st[_SS_PREV] = x
+    st[_SS_N] += n
+    return st, events[:ne].copy()
+
+
+# ----------------------------------------------------------- foot / shank
+(
+    LP_TRIG_MIN_G,
+    LP_TRIG_FRAC,
+    LP_REFRACT_FRAC,
+    LP_REFRACT_MIN_N,
+    LP_IC_WIN_N,
+    LP_TC_MIN_FRAC,
+    LP_TC_MAX_FRAC,
+    LP_STRIDE0_N,
+    LP_STRIDE_MAX_N,
+    LP_CLIP_G,
+    LP_EMA,
+) = range(11)
+LIMB_PARAMS_SIZE = 11
+(
+    _LS_N,
+    _LS_MODE,
+    _LS_PREVN,
+    _LS_LAST_IC,
+    _LS_BEST,
+    _LS_BEST_I,
+    _LS_LEFT,
+    _LS_RIGHT,
+    _LS_WIN_END,
+    _LS_PEAK_EMA,
+    _LS_STRIDE_EMA,
+    _LS_TC_BEST,
+    _LS_TC_BEST_I,
+    _LS_TC_LEFT,
+    _LS_TC_RIGHT,
+    _LS_TC_START,
+    _LS_TC_END,
+    _LS_SLOPE,
+    _LS_CLIP,
+    _LS_IC,
+    _LS_PREV_TC,
+    _LS_JBEST,
+    _LS_JERK_EMA,
+    _LS_PREV_IC_OK,
+) = range(24)
+LIMB_STATE_SIZE = 24
+
+
+def limb_init(params: np.ndarray) -> np.ndarray:
+    st = np.zeros(LIMB_STATE_SIZE)
+    st[_LS_PREVN] = np.nan
+    st[_LS_LAST_IC] = -1e18
+    st[_LS_STRIDE_EMA] = params[LP_STRIDE0_N]
+    st[_LS_PEAK_EMA] = 0.0
+    st[_LS_PREV_TC] = np.nan
+    st[_LS_PREV_IC_OK] = -1e18
+    return st
+
+
+@jit
+def _parabolic(left, centre, right):
+    """Sub-sample offset of a parabola's vertex through three equally spaced points."""
+    den = left - 2.0 * centre + right
+    if den == 0.0 or left != left or right != right:
+        return 0.0
+    off = 0.5 * (left - right) / den
+    if off > 0.5:
+        return 0.5
+    if off < -0.5:
+        return -0.5
+    return off
+
+
+@jit
+def limb_kernel(params, norm_g, jerk_gpms, tc_sig, maxabs_g, state):
+    """Initial contact = the impact peak of |acc|; toe-off = minimum of ``tc_sig``.
+
+    1. Trigger when the jerk |d acc/dt| (g/ms) exceeds max(trig_min,
+       trig_frac * recent impact jerk) after a refractory time (a fraction of
+       the recent stride). Heel-strike impacts are 2-4x sharper than push-off
+       or swing peaks, in walking and running alike;
+    2. IC feature = the |acc| maximum within ``ic_win`` samples of the trigger
+       (parabolic sub-sample refinement);
+    3. TC feature = the minimum of ``tc_sig`` between tc_min and tc_max
+       fractions of the recent stride after the IC feature; a sharper impact
+       inside that window replaces the candidate (it was not a heel strike);
+    4. the step is emitted at the end of the TC window (the look-ahead).
+    """
+    st = state.copy()
+    n = norm_g.shape[0]
+    events = np.empty((n // 16 + 2, EV_N))
+    ne = 0
+    a = params[LP_EMA]
+    for i in range(n):
+        idx = st[_LS_N] + i
+        x = norm_g[i]
+        mode = st[_LS_MODE]
+        j = jerk_gpms[i]
+        trig = params[LP_TRIG_MIN_G]
+        t2 = params[LP_TRIG_FRAC] * st[_LS_JERK_EMA]
+        if t2 > trig:
+            trig = t2
+        if mode == 2.0 and idx >= st[_LS_TC_START] and j >= trig and j > st[_LS_JBEST]:
+            mode = 0.0  # a sharper impact: the candidate was not a heel strike
+            st[_LS_LAST_IC] = -1e18
+        if mode == 0.0:
+            refract = params[LP_REFRACT_FRAC] * st[_LS_STRIDE_EMA]
+            if refract < params[LP_REFRACT_MIN_N]:
+                refract = params[LP_REFRACT_MIN_N]
+            if j >= trig and idx - st[_LS_LAST_IC] >= refract:
+                st[_LS_MODE] = 1.0
+                st[_LS_JBEST] = j
+                st[_LS_BEST] = x
+                st[_LS_BEST_I] = idx
+                st[_LS_LEFT] = st[_LS_PREVN]
+                st[_LS_RIGHT] = np.nan
+                st[_LS_WIN_END] = idx + params[LP_IC_WIN_N]
+                p = st[_LS_PREVN]
+                st[_LS_SLOPE] = x - p if p == p else 0.0
+                st[_LS_CLIP] = 1.0 if maxabs_g[i] >= params[LP_CLIP_G] else 0.0
+        elif mode == 1.0:
+            if j > st[_LS_JBEST]:
+                st[_LS_JBEST] = j
+            if idx == st[_LS_BEST_I] + 1.0:
+                st[_LS_RIGHT] = x
+            if x > st[_LS_BEST]:
+                st[_LS_BEST] = x
+                st[_LS_BEST_I] = idx
+                st[_LS_LEFT] = st[_LS_PREVN]
+                st[_LS_RIGHT] = np.nan
+            d = x - st[_LS_PREVN]
+            if d > st[_LS_SLOPE]:
+                st[_LS_SLOPE] = d
+            if maxabs_g[i] >= params[LP_CLIP_G]:
+                st[_LS_CLIP] = 1.0
+            if idx >= st[_LS_WIN_END]:
+                ic = st[_LS_BEST_I] + _parabolic(st[_LS_LEFT], st[_LS_BEST], st[_LS_RIGHT])
+                st[_LS_IC] = ic
+                st[_LS_LAST_IC] = st[_LS_BEST_I]
+                st[_LS_TC_START] = st[_LS_BEST_I] + params[LP_TC_MIN_FRAC] * st[_LS_STRIDE_EMA]
+                st[_LS_TC_END] = st[_LS_BEST_I] + params[LP_TC_MAX_FRAC] * st[_LS_STRIDE_EMA]
+                st[_LS_TC_BEST] = np.inf
+                st[_LS_TC_BEST_I] = -1.0
+                st[_LS_TC_LEFT] = np.nan
+                st[_LS_TC_RIGHT] = np.nan
+                st[_LS_MODE] = 2.0
+        if mode == 2.0:
+            y = tc_sig[i]
+            if idx == st[_LS_TC_BEST_I] + 1.0:
+                st[_LS_TC_RIGHT] = y
+            if idx >= st[_LS_TC_START]:
+                if y < st[_LS_TC_BEST]:
+                    st[_LS_TC_LEFT] = st[_LS_PREV_TC]
+                    st[_LS_TC_BEST] = y
+                    st[_LS_TC_BEST_I] = idx
+                    st[_LS_TC_RIGHT] = np.nan
+            if idx >= st[_LS_TC_END]:
+                if st[_LS_TC_BEST_I] >= 0.0:
+                    tc = st[_LS_TC_BEST_I] + _parabolic(st[_LS_TC_LEFT], st[_LS_TC_BEST], st[_LS_TC_RIGHT])
+                else:
+                    tc = np.nan
+                if ne == events.shape[0]:
+                    grown = np.empty((2 * ne, EV_N))
+                    grown[:ne] = events[:ne]
+                    events = grown
+                # confirmed: stride from the previous confirmed IC and the impact-jerk level
+                if st[_LS_PREV_IC_OK] > -1e17:
+                    stride = st[_LS_IC] - st[_LS_PREV_IC_OK]
+                    # a stride far longer than usual hides a missed contact: don't learn from it
+                    if stride <= params[LP_STRIDE_MAX_N] and stride <= 1.5 * st[_LS_STRIDE_EMA]:
+                        st[_LS_STRIDE_EMA] += a * (stride - st[_LS_STRIDE_EMA])
+                st[_LS_PREV_IC_OK] = st[_LS_IC]
+                if st[_LS_JERK_EMA] == 0.0:
+                    st[_LS_JERK_EMA] = st[_LS_JBEST]
+                else:
+                    st[_LS_JERK_EMA] += a * (st[_LS_JBEST] - st[_LS_JERK_EMA])
+                events[ne, EV_IC] = st[_LS_IC]
+                events[ne, EV_TC] = tc
+                events[ne, EV_PEAK_V] = np.nan
+                events[ne, EV_PEAK_NORM] = st[_LS_BEST]
+                events[ne, EV_ML_MEAN] = np.nan
+                events[ne, EV_SLOPE] = st[_LS_SLOPE]
+                events[ne, EV_CLIPPED] = st[_LS_CLIP]
+                events[ne, EV_EMITTED] = idx
+                ne += 1
+                st[_LS_MODE] = 0.0
+        st[_LS_PREVN] = x
+        st[_LS_PREV_TC] = tc_sig[i]
+    st[_LS_N] += n
+    return st, events[:ne].copy()

@@ -1,0 +1,366 @@
+"""``GaitEventDetector``: the streaming step detector for one sensor.
+
+Composes the kernels (orientation -> low-pass -> site detector), keeps a
+bounded ring of recent sample times to place fractional events in time, and
+turns kernel event rows into ``STEP_DTYPE`` records with per-step metrics.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _detect as K
+from ._events import (
+    ACTIVITY_RUNNING,
+    ACTIVITY_STANDING,
+    ACTIVITY_UNKNOWN,
+    ACTIVITY_WALKING,
+    SIDE_LEFT,
+    SIDE_RIGHT,
+    SIDE_UNKNOWN,
+    G0,
+    empty_steps,
+)
+from ._filters import butter_lowpass_sos, sos_steady_state, sosfilt_kernel
+from ._orientation import body_frame_kernel, orientation_init, orientation_kernel
+from ._params import LimbParams, SacrumParams, params_for
+
+SITE_ALIASES = {
+    "sacrum": ("sacrum", SIDE_UNKNOWN),
+    "hip": ("sacrum", SIDE_UNKNOWN),
+    "lower_back": ("sacrum", SIDE_UNKNOWN),
+    "shank": ("shank", SIDE_UNKNOWN),
+    "shank_left": ("shank", SIDE_LEFT),
+    "shank_right": ("shank", SIDE_RIGHT),
+    "foot": ("foot", SIDE_UNKNOWN),
+    "foot_left": ("foot", SIDE_LEFT),
+    "foot_right": ("foot", SIDE_RIGHT),
+}
+
+#: minimum sampling rate per site: the impact transient needs ~100 Hz at least
+MIN_SAMPLING_RATE_HZ = {"sacrum": 50.0, "shank": 100.0, "foot": 100.0}
+
+_CADENCE_SMOOTHING = 0.25  # EMA weight of the newest step in cadence_smoothed_spm
+_STANDING_STD_G = 0.05
+_RUN_CADENCE_SPM = 140.0  # limb sensors: steps at or above this cadence count as running
+_GAP_FACTOR = 1.6  # a step interval this many times the typical one hides a missed contact  # below this |acc| spread over 1 s the runner stands still
+
+
+class DetectorInputError(ValueError):
+    """The samples handed to the detector are unusable (shape, rate, non-finite)."""
+
+
+def parse_site(site: str) -> tuple[str, int]:
+    try:
+        return SITE_ALIASES[site]
+    except KeyError:
+        raise DetectorInputError(
+            f"unknown sensor site {site!r}; expected one of {sorted(SITE_ALIASES)}"
+        ) from None
+
+
+class GaitEventDetector:
+    """Streaming initial/terminal contact detection for one body-worn accelerometer.
+
+    Parameters
+    ----------
+    site : str
+        ``sacrum`` (also ``hip``, ``lower_back``), ``shank[_left|_right]`` or
+        ``foot[_left|_right]``. A side-specific limb site labels every step
+        with that side; from one sacral sensor the side is inferred.
+    sampling_rate_hz : float
+        Nominal sampling rate of the samples passed to :meth:`update`.
+    mass_kg : float, optional
+        Body mass; with it, steps carry the peak vertical force in newtons too.
+    range_g : float, optional
+        Accelerometer full-scale range; samples at 98 % of it mark a step ``clipped``.
+    params : SacrumParams | LimbParams, optional
+        Override the site's tuned defaults.
+    body_frame : bool
+        ``False`` (default): the sensor may be strapped on any way; the vertical
+        is found from gravity and the AP axis from the horizontal variance.
+        ``True``: the three columns already are (vertical up, AP forward, ML
+        left), e.g. a file with ``acc_v``/``acc_ap``/``acc_ml`` columns.
+
+    Attributes
+    ----------
+    activity_ : int
+        Current ``ACTIVITY_*`` code (running / walking / standing / unknown).
+    look_ahead_ms : float
+        Longest delay between a contact and the emission of its step.
+    n_samples_ : int
+        Samples consumed so far.
+    n_steps_ : int
+        Steps emitted so far.
+    """
+
+    def __init__(
+        self,
+        site: str,
+        sampling_rate_hz: float,
+        mass_kg: float | None = None,
+        range_g: float | None = None,
+        params: SacrumParams | LimbParams | None = None,
+        body_frame: bool = False,
+    ) -> None:
+        self.body_frame = bool(body_frame)
+        self.site, self.fixed_side = parse_site(site)
+        if not (isinstance(sampling_rate_hz, (int, float)) and math.isfinite(sampling_rate_hz)):
+            raise DetectorInputError(f"sampling_rate_hz must be a finite number, got {sampling_rate_hz!r}")
+        min_fs = MIN_SAMPLING_RATE_HZ[self.site]
+        if sampling_rate_hz < min_fs:
+            raise DetectorInputError(
+                f"sampling rate {sampling_rate_hz:g} Hz is too low for a {self.site} sensor "
+                f"(at least {min_fs:g} Hz is needed to resolve contact events)"
+            )
+        self.sampling_rate_hz = float(sampling_rate_hz)
+        self.mass_kg = mass_kg
+        self.range_g = range_g
+        self.params = params if params is not None else params_for(self.site)
+        fs = self.sampling_rate_hz
+        p = self.params
+        self._alpha_g = 1.0 / (p.orientation.gravity_tau_s * fs)
+        self._alpha_c = 1.0 / (p.orientation.axes_tau_s * fs)
+        clip_g = 0.98 * range_g if range_g else np.inf
+        nyq = 0.45 * fs
+        if isinstance(p, SacrumParams):
+            self._sos = butter_lowpass_sos(min(p.lowpass_hz, nyq), fs)
+            self._kparams = np.array(
+                [p.ic_threshold_g, p.tc_threshold_g, p.min_gct_ms * fs / 1000, p.max_gct_ms * fs / 1000,
+                 clip_g, p.impact_window_ms * fs / 1000]
+            )
+            self._kstate = K.sacrum_init()
+            self.look_ahead_ms = p.max_gct_ms + 1000.0 / fs
+            self._sos_ml = butter_lowpass_sos(min(p.lowpass_hz, nyq), fs)
+            self._sos_vf = butter_lowpass_sos(min(p.vgrf_lowpass_hz, nyq), fs)
+        else:
+            self._sos = butter_lowpass_sos(min(p.tc_lowpass_hz, nyq), fs)
+            self._kparams = np.array(
+                [p.trigger_min_gpms, p.trigger_frac, p.refractory_frac, p.refractory_min_ms * fs / 1000,
+                 p.ic_window_ms * fs / 1000, p.tc_min_frac, p.tc_max_frac, p.stride0_ms * fs / 1000,
+                 p.stride_max_ms * fs / 1000, clip_g, p.stride_ema]
+            )
+            self._kstate = K.limb_init(self._kparams)
+            self.look_ahead_ms = p.ic_window_ms + p.tc_max_frac * p.stride_max_ms
+            self._sos_ml = None
+        self._ostate = orientation_init()
+        self._zi = None
+        self._zi_ml = None
+        self._zi_vf = None
+        self._last_acc = None
+        # bounded ring of sample times: long enough to reach back over the look-ahead
+        self._ring_n = int(2 ** math.ceil(math.log2(fs * (self.look_ahead_ms / 1000 + 4.0))))
+        self._t_ring = np.full(self._ring_n, np.nan)
+        self.n_samples_ = 0
+        self.n_steps_ = 0
+        self.activity_ = ACTIVITY_UNKNOWN
+        # per-step history (scalars only: bounded)
+        self._prev_ic_s = math.nan
+        self._prev_tc_s = math.nan
+        self._cad_smooth = math.nan
+        self._step_ms_typ = math.nan
+        self._side_parity = 0
+        self._side_vote = 0.0
+        self._last_step_s = math.nan
+        self._motion = _RunningStd()
+
+    # -------------------------------------------------------------- helpers
+    def _time_at(self, frac_index: np.ndarray) -> np.ndarray:
+        """Linear interpolation of the stream time at fractional sample indices."""
+        out = np.full(frac_index.shape, np.nan)
+        ok = np.isfinite(frac_index)
+        fi = frac_index[ok]
+        i0 = np.floor(fi).astype(np.int64)
+        lo = self.n_samples_ - self._ring_n
+        i0 = np.clip(i0, max(lo, 0), self.n_samples_ - 1)
+        i1 = np.minimum(i0 + 1, self.n_samples_ - 1)
+        t0 = self._t_ring[i0 % self._ring_n]
+        t1 = self._t_ring[i1 % self._ring_n]
+        w = fi - i0
+        out[ok] = t0 + (t1 - t0) * w
+        # extrapolate by the nominal period where the next sample is not known yet
+        same = ok.copy()
+        same[ok] = i1 == i0
+        out[same] = t0[i1 == i0] + w[i1 == i0] / self.sampling_rate_hz
+        return out
+
+    # ----------------------------------------------------------------- API
+    def update(self, acc_ms2: np.ndarray, time_s: np.ndarray, gyr_dps: np.ndarray | None = None) -> np.ndarray:
+        """Feed a chunk of samples; return the steps completed within it (``STEP_DTYPE``)."""
+        acc = np.asarray(acc_ms2, dtype=np.float64)
+        t = np.asarray(time_s, dtype=np.float64)
+        if acc.ndim != 2 or acc.shape[1] != 3:
+            raise DetectorInputError(f"acc_ms2 must have shape (n, 3), got {acc.shape}")
+        if t.shape != (acc.shape[0],):
+            raise DetectorInputError(f"time_s must have shape ({acc.shape[0]},), got {t.shape}")
+        n = acc.shape[0]
+        if n == 0:
+            return empty_steps(0)
+        if not np.isfinite(acc).all():
+            raise DetectorInputError("acc_ms2 contains NaN or inf; fill or drop gaps before the detector")
+        block = self._ring_n // 2  # events reach back at most the look-ahead: half the time ring
+        if n > block:
+            return np.concatenate([self._update(np.ascontiguousarray(acc[s:s + block]), t[s:s + block])
+                                   for s in range(0, n, block)])
+        return self._update(np.ascontiguousarray(acc), t)
+
+    def _update(self, acc: np.ndarray, t: np.ndarray) -> np.ndarray:
+        n = acc.shape[0]
+        # store times in the ring
+        pos = (self.n_samples_ + np.arange(n)) % self._ring_n
+        self._t_ring[pos] = t
+
+        if self.body_frame:
+            comps = body_frame_kernel(acc)
+        else:
+            comps, self._ostate = orientation_kernel(acc, self._alpha_g, self._alpha_c, self._ostate)
+        v, ap, ml, norm, maxabs = (np.ascontiguousarray(comps[:, k]) for k in range(5))
+        self._motion.update(norm, self.sampling_rate_hz)
+        if isinstance(self.params, SacrumParams):
+            if self._zi is None:
+                self._zi = sos_steady_state(self._sos, v[0])
+                self._zi_ml = sos_steady_state(self._sos_ml, ml[0])
+                self._zi_vf = sos_steady_state(self._sos_vf, v[0])
+            v_lp, self._zi = sosfilt_kernel(self._sos, v, self._zi)
+            vf_lp, self._zi_vf = sosfilt_kernel(self._sos_vf, v, self._zi_vf)
+            ml_lp, self._zi_ml = sosfilt_kernel(self._sos_ml, ml, self._zi_ml)
+            self._kstate, ev = K.sacrum_kernel(self._kparams, v_lp, vf_lp, ml_lp, norm, maxabs, self._kstate)
+        else:
+            if self._zi is None:
+                self._zi = sos_steady_state(self._sos, ap[0])
+            ap_lp, self._zi = sosfilt_kernel(self._sos, ap, self._zi)
+            jerk = self._jerk(acc)
+            self._kstate, ev = K.limb_kernel(self._kparams, norm, jerk, ap_lp, maxabs, self._kstate)
+        self.n_samples_ += n
+        steps = self._to_steps(ev)
+        self._update_activity(float(t[-1]))
+        return steps
+
+    def _jerk(self, acc: np.ndarray) -> np.ndarray:
+        """|d acc / dt| in g/ms, continuous across chunks (0 for the very first sample)."""
+        prev = acc[:1] if self._last_acc is None else self._last_acc
+        d = np.diff(np.concatenate((prev, acc)), axis=0)
+        self._last_acc = acc[-1:].copy()
+        return np.sqrt((d * d).sum(axis=1)) * (self.sampling_rate_hz / (G0 * 1000.0))
+
+    def _to_steps(self, ev: np.ndarray) -> np.ndarray:
+        m = ev.shape[0]
+        steps = empty_steps(m)
+        if m == 0:
+            return steps
+        p = self.params
+        fs = self.sampling_rate_hz
+        ic_s = self._time_at(ev[:, K.EV_IC]) - p.ic_bias_ms / 1000.0
+        tc_s = self._time_at(ev[:, K.EV_TC]) - p.tc_bias_ms / 1000.0
+        steps["ic_index"] = ev[:, K.EV_IC] - p.ic_bias_ms * fs / 1000.0
+        steps["tc_index"] = ev[:, K.EV_TC] - p.tc_bias_ms * fs / 1000.0
+        steps["ic_s"] = ic_s
+        steps["tc_s"] = tc_s
+        steps["gct_ms"] = (tc_s - ic_s) * 1000.0
+        steps["peak_accel_g"] = ev[:, K.EV_PEAK_NORM]
+        steps["clipped"] = ev[:, K.EV_CLIPPED] > 0.5
+        steps["loading_rate_gps"] = ev[:, K.EV_SLOPE] * fs
+        steps["emitted_index"] = ev[:, K.EV_EMITTED].astype(np.int64)
+        sacrum = isinstance(p, SacrumParams)
+        if sacrum:
+            steps["peak_vgrf_bw"] = p.vgrf_scale * ev[:, K.EV_PEAK_V]
+        # sequential per-step bookkeeping (per step, not per sample)
+        for k in range(m):
+            s = steps[k]
+            if sacrum:
+                step_ms = (s["ic_s"] - self._prev_ic_s) * 1000.0
+                stride_ms = 2.0 * step_ms
+                s["flight_ms"] = (s["ic_s"] - self._prev_tc_s) * 1000.0
+                s["side"] = self._sacrum_side(float(ev[k, K.EV_ML_MEAN]))
+            else:
+                stride_ms = (s["ic_s"] - self._prev_ic_s) * 1000.0
+                step_ms = stride_ms / 2.0  # one leg seen: both feet assumed to share the stride
+                s["flight_ms"] = step_ms - s["gct_ms"]
+                s["side"] = self.fixed_side
+            # first step, a pause, or a missed contact (interval far above the recent steps):
+            # no interval-based metrics for this step rather than a wrong one
+            typical = self._step_ms_typ
+            if not (0.0 < step_ms < 2000.0) or (typical == typical and step_ms > _GAP_FACTOR * typical):
+                step_ms = math.nan
+                stride_ms = math.nan
+            else:
+                self._step_ms_typ = step_ms if typical != typical else typical + 0.2 * (step_ms - typical)
+            if not (0.0 <= s["flight_ms"] < 1000.0) or step_ms != step_ms:
+                s["flight_ms"] = math.nan
+            s["step_time_ms"] = step_ms
+            cad = 60000.0 / step_ms if step_ms == step_ms else math.nan
+            s["cadence_spm"] = cad
+            if cad == cad:
+                self._cad_smooth = cad if self._cad_smooth != self._cad_smooth else (
+                    self._cad_smooth + _CADENCE_SMOOTHING * (cad - self._cad_smooth))
+            s["cadence_smoothed_spm"] = self._cad_smooth
+            s["duty_factor"] = s["gct_ms"] / stride_ms if stride_ms == stride_ms else math.nan
+            if sacrum:
+                s["activity"] = ACTIVITY_RUNNING  # sacral steps need a flight phase
+            elif cad == cad:
+                # running 150-200 spm, walking 100-130: cadence separates them more reliably
+                # than a limb sensor's duty factor
+                s["activity"] = ACTIVITY_RUNNING if cad >= _RUN_CADENCE_SPM else ACTIVITY_WALKING
+            else:
+                s["activity"] = ACTIVITY_UNKNOWN
+            self._prev_ic_s = float(s["ic_s"])
+            self._prev_tc_s = float(s["tc_s"])
+            self._last_step_s = float(s["tc_s"]) if s["tc_s"] == s["tc_s"] else float(s["ic_s"])
+            if s["activity"] != ACTIVITY_UNKNOWN:
+                self.activity_ = int(s["activity"])
+        self.n_steps_ += m
+        return steps
+
+    def _sacrum_side(self, ml_mean_g: float) -> int:
+        """Left/right from one sacral sensor.
+
+        During left stance the medio-lateral force points to the right (medially),
+        so the mean ML acceleration over the stance is negative (+ = left), and
+        vice versa. Steps alternate, so we keep a parity and let the ML sign of
+        every step vote for it (weighted by its magnitude); a single noisy step
+        cannot break the alternation. With no ML signal the side stays unknown.
+        """
+        self._side_parity ^= 1
+        if not math.isfinite(ml_mean_g) or abs(ml_mean_g) < 1e-6:
+            return SIDE_UNKNOWN if self._side_vote == 0.0 else (
+                SIDE_LEFT if self._side_parity == 0 else SIDE_RIGHT)
+        observed = SIDE_LEFT if ml_mean_g < 0 else SIDE_RIGHT
+        predicted = SIDE_LEFT if self._side_parity == 0 else SIDE_RIGHT
+        self._side_vote = 0.8 * self._side_vote + (abs(ml_mean_g) if observed == predicted else -abs(ml_mean_g))
+        if self._side_vote < 0:
+            self._side_parity ^= 1
+            self._side_vote = -self._side_vote
+        return SIDE_LEFT if self._side_parity == 0 else SIDE_RIGHT
+
+    def _update_activity(self, now_s: float) -> None:
+        idle_s = now_s - self._last_step_s if self._last_step_s == self._last_step_s else math.inf
+        if idle_s > 2.0:
+            if self._motion.std_g < _STANDING_STD_G:
+                self.activity_ = ACTIVITY_STANDING
+            elif self.site == "sacrum":
+                self.activity_ = ACTIVITY_WALKING  # moving without flight phases
+            else:
+                self.activity_ = ACTIVITY_UNKNOWN
+
+
+class _RunningStd:
+    """Exponentially weighted spread of |acc| (g) over ~1 s, updated per chunk."""
+
+    def __init__(self) -> None:
+        self.mean = math.nan
+        self.var = 0.0
+
+    def update(self, x: np.ndarray, fs: float) -> None:
+        w = min(1.0, x.size / fs)
+        m, v = float(x.mean()), float(x.var())
+        if self.mean != self.mean:
+            self.mean, self.var = m, v
+            return
+        d = m - self.mean
+        self.mean += w * d
+        self.var = (1 - w) * (self.var + w * d * d) + w * v
+
+    @property
+    def std_g(self) -> float:
+        return math.sqrt(self.var)

@@ -1,0 +1,70 @@
+"""Per-site parameter sets (one per sensor site, tuned on whole folders; see docs/accuracy.md).
+
+Units are in the names. ``*_bias_ms`` are the constant offsets between the
+IMU feature and force-plate contact (feature time − force-plate event time),
+measured on the tuning folder and subtracted from every event; they are
+reported in docs/accuracy.md, never hidden.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class OrientationParams:
+    gravity_tau_s: float = 2.0  # time constant of the gravity (up) estimate
+    axes_tau_s: float = 4.0  # time constant of the horizontal covariance (AP axis)
+
+
+@dataclass(frozen=True)
+class SacrumParams:
+    """Sacrum / hip / lower back: stance from vertical proper acceleration (≈ vGRF in BW)."""
+
+    orientation: OrientationParams = OrientationParams()
+    lowpass_hz: float = 20.0  # 2nd-order Butterworth on the vertical component
+    ic_threshold_g: float = 0.6  # stance starts when vertical acc rises through this
+    tc_threshold_g: float = 0.12  # ... and ends when it falls through this
+    min_gct_ms: float = 100.0
+    max_gct_ms: float = 450.0  # longer "stance" = no flight phase: not running
+    impact_window_ms: float = 60.0  # window after IC for peak |acc| and loading rate
+    ic_bias_ms: float = 0.0
+    tc_bias_ms: float = 0.0
+    vgrf_lowpass_hz: float = 20.0  # smoothing of the vertical signal used for peak vGRF
+    vgrf_scale: float = 1.0  # peak vGRF (BW) = scale × peak vertical proper acc (g)
+
+
+@dataclass(frozen=True)
+class LimbParams:
+    """Foot (instep) and shank: impact peak for IC, antero-posterior minimum for TC."""
+
+    orientation: OrientationParams = OrientationParams()
+    trigger_min_gpms: float = 0.15  # jerk |d acc/dt| (g/ms) must exceed this to start an IC search ...
+    trigger_frac: float = 0.6  # ... and this fraction of the recent impact jerks
+    refractory_frac: float = 0.75  # no new IC within this fraction of the recent stride
+    refractory_min_ms: float = 350.0
+    ic_window_ms: float = 90.0  # the impact peak is searched this long after the trigger
+    tc_min_frac: float = 0.15  # TC search window, fractions of the recent stride after IC
+    tc_max_frac: float = 0.65
+    stride0_ms: float = 750.0  # stride assumed before the first two contacts
+    stride_max_ms: float = 1800.0  # longer gaps are pauses, not strides
+    stride_ema: float = 0.3  # smoothing of the stride and impact-peak estimates
+    tc_lowpass_hz: float = 15.0  # low-pass of the AP component before its TC minimum
+    ic_bias_ms: float = 0.0
+    tc_bias_ms: float = 0.0
+
+
+# Defaults tuned on the shared folders (whole folders at once: see tools/tune_params.py)
+SITE_DEFAULTS: dict[str, SacrumParams | LimbParams] = {
+    "sacrum": SacrumParams(
+        lowpass_hz=20.0, ic_threshold_g=0.7, tc_threshold_g=0.15, ic_bias_ms=23.7, tc_bias_ms=22.2,
+        vgrf_lowpass_hz=8.0, vgrf_scale=0.939,
+    ),
+    "shank": LimbParams(trigger_frac=0.5, ic_window_ms=90.0, ic_bias_ms=31.0, tc_bias_ms=-34.0),
+    # foot: no running force-plate data with a foot IMU in the shared folders; shank values, bias not calibrated
+    "foot": LimbParams(trigger_frac=0.5, ic_window_ms=90.0),
+}
+
+
+def params_for(site: str, **overrides) -> SacrumParams | LimbParams:
+    base = SITE_DEFAULTS[site]
+    return replace(base, **overrides) if overrides else base

@@ -1,0 +1,195 @@
+"""Recorded files as sample sources: CSV in the shared-data layout.
+
+A CSV has a ``time_s`` column and acceleration columns in g (``*_g``) or m/s²
+(``*_ms2``), optionally gyroscope columns in deg/s (``*_dps``). Columns are
+picked by name (``--axes v=COL,ap=COL,ml=COL`` or x/y/z names); anything that
+makes the file unusable raises :class:`InputFileError` with a message naming
+the problem. Problems that leave a meaningful result become warnings.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runform.dsp import G0
+
+
+class InputFileError(ValueError):
+    """The file cannot be analysed; the message says why."""
+
+
+@dataclass
+class Recording:
+    """Samples loaded from a file, in pipeline units."""
+
+    time_s: np.ndarray  # (n,)
+    acc_ms2: np.ndarray  # (n, 3) float64, columns in the order of ``acc_columns``
+    acc_columns: tuple[str, ...]
+    gyr_dps: np.ndarray | None
+    sampling_rate_hz: float
+    source: str
+    warnings: list[str] = field(default_factory=list)
+    range_g_detected: float | None = None  # full-scale range inferred from flat-topped samples
+    body_frame: bool = False  # columns are (vertical, AP, ML) rather than unknown sensor axes
+
+
+_ACC_RE = re.compile(r"^(?P<stem>.*?acc.*?|.*?)_(?P<unit>g|ms2)$", re.IGNORECASE)
+
+
+def parse_axes(spec: str | None) -> dict[str, str]:
+    """``"v=acc_v_g,ap=acc_ap_g"`` -> ``{"v": "acc_v_g", "ap": "acc_ap_g"}``."""
+    if not spec:
+        return {}
+    out: dict[str, str] = {}
+    for part in spec.split(","):
+        if "=" not in part:
+            raise InputFileError(f"--axes entry {part!r} is not of the form NAME=COLUMN (e.g. v=acc_v_g)")
+        k, v = (s.strip() for s in part.split("=", 1))
+        if k not in ("v", "ap", "ml", "x", "y", "z"):
+            raise InputFileError(f"--axes name {k!r} must be one of v, ap, ml (or x, y, z)")
+        out[k] = v
+    return out
+
+
+def _read_columns(path: Path) -> tuple[list[str], np.ndarray]:
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.reader(fh)
+            try:
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                raise InputFileError(f"{path}: the file is empty") from None
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise InputFileError(f"{path}: not a text CSV file") from None
+    try:
+        data = np.genfromtxt(path, delimiter=",", skip_header=1, dtype=np.float64, invalid_raise=True,
+                             missing_values=("", "nan", "NaN"), filling_values=np.nan)
+    except ValueError as exc:
+        raise InputFileError(f"{path}: malformed CSV ({exc})") from None
+    if data.ndim == 1:
+        data = data.reshape(-1, len(header)) if data.size else np.empty((0, len(header)))
+    if data.shape[1] != len(header):
+        raise InputFileError(f"{path}: {data.shape[1]} values per row but {len(header)} column names")
+    return header, data
+
+
+def load_csv(path: str | Path, axes: str | dict | None = None) -> Recording:
+    path = Path(path)
+    header, data = _read_columns(path)
+    cols = {name: i for i, name in enumerate(header)}
+    warnings: list[str] = []
+    if "time_s" not in cols:
+        raise InputFileError(f"{path}: no 'time_s' column (columns: {', '.join(header)})")
+    t = data[:, cols["time_s"]]
+    ax = parse_axes(axes) if isinstance(axes, str) or axes is None else dict(axes)
+
+    def unit_scale(name: str) -> float:
+        if name.endswith("_g"):
+            return G0
+        if name.endswith("_ms2"):
+            return 1.0
+        raise InputFileError(f"{path}: column {name!r} has no unit suffix (_g or _ms2)")
+
+    body_frame = False
+    if ax:
+        missing = [c for c in ax.values() if c not in cols]
+        if missing:
+            raise InputFileError(f"{path}: --axes names missing column(s) {missing}; columns: {', '.join(header)}")
+        order = [k for k in ("v", "ap", "ml", "x", "y", "z") if k in ax]
+        acc_names = [ax[k] for k in order]
+        body_frame = "v" in ax
+    else:
+        acc_names = [h for h in header if h != "time_s" and re.search(r"acc", h, re.I) and _ACC_RE.match(h)]
+        if not acc_names:
+            acc_names = [h for h in header if re.fullmatch(r"(a[xyz]|acc_?[xyz]|[xyz])_(g|ms2)", h, re.I)]
+        named = {m.group(1).lower(): h for h in acc_names if (m := re.search(r"_(v|ap|ml)_(?:g|ms2)$", h, re.I))}
+        if "v" in named:
+            acc_names = [named[k] for k in ("v", "ap", "ml") if k in named]
+            body_frame = True
+    if not acc_names:
+        raise InputFileError(
+            f"{path}: no acceleration columns found (expected names like acc_x_g or acc_v_ms2); "
+            f"columns: {', '.join(header)}"
+        )
+    if len(acc_names) > 3:
+        raise InputFileError(
+            f"{path}: more than three acceleration columns {acc_names}; choose with --axes v=..,ap=..,ml=.."
+        )
+    acc = np.zeros((t.shape[0], 3))
+    for k, name in enumerate(acc_names):
+        acc[:, k] = data[:, cols[name]] * unit_scale(name)
+    if len(acc_names) < 3:
+        warnings.append(
+            f"only {len(acc_names)} acceleration axes ({', '.join(acc_names)}); missing axes taken as 0"
+        )
+    gyr_names = [h for h in header if re.search(r"gyr", h, re.I) and h.endswith("_dps")]
+    gyr = None
+    if len(gyr_names) == 3:
+        gyr = np.stack([data[:, cols[c]] for c in gyr_names], axis=1)
+
+    if t.shape[0] < 10:
+        raise InputFileError(f"{path}: only {t.shape[0]} samples")
+    # time checks
+    if not np.isfinite(t).all():
+        raise InputFileError(f"{path}: time_s has {int((~np.isfinite(t)).sum())} empty or non-numeric values")
+    dt = np.diff(t)
+    if (dt == 0).any():
+        i = int(np.argmax(dt == 0))
+        raise InputFileError(f"{path}: duplicated time {t[i]:.6f} s at rows {i + 2} and {i + 3}")
+    if (dt < 0).any():
+        i = int(np.argmax(dt < 0))
+        raise InputFileError(f"{path}: time goes backwards at row {i + 3} ({t[i]:.6f} -> {t[i + 1]:.6f} s)")
+    fs = 1.0 / float(np.median(dt))
+    gaps = dt > 1.5 / fs
+    if gaps.any():
+        warnings.append(
+            f"{int(gaps.sum())} gap(s) in time_s (largest {dt.max() * 1000:.1f} ms); "
+            "samples are treated as contiguous at the nominal rate across gaps"
+        )
+    # NaN samples: interpolate short runs, refuse long ones
+    bad = ~np.isfinite(acc).all(axis=1)
+    if bad.any():
+        runs = _runs(bad)
+        longest = max(e - s for s, e in runs)
+        if longest > 0.05 * fs:
+            s, e = max(runs, key=lambda r: r[1] - r[0])
+            raise InputFileError(
+                f"{path}: {e - s} consecutive samples without acceleration from t={t[s]:.3f} s "
+                f"({(e - s) / fs * 1000:.0f} ms); fill or cut the gap first"
+            )
+        good = ~bad
+        for k in range(3):
+            acc[bad, k] = np.interp(t[bad], t[good], acc[good, k])
+        warnings.append(f"{int(bad.sum())} sample(s) with missing acceleration were interpolated (runs <= 50 ms)")
+    range_g = _detect_clipping(acc / G0)
+    if range_g is not None:
+        warnings.append(
+            f"acceleration flat-tops at about ±{range_g:.1f} g: the sensor clipped; impact peaks are lower bounds"
+        )
+    return Recording(t, acc, tuple(acc_names), gyr, fs, str(path), warnings, range_g, body_frame)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    d = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    return list(zip(np.where(d == 1)[0], np.where(d == -1)[0]))
+
+
+def _detect_clipping(acc_g: np.ndarray) -> float | None:
+    """A full-scale value repeated on one axis several times (and >= 2 g) means clipping."""
+    best = None
+    for k in range(acc_g.shape[1]):
+        col = acc_g[:, k]
+        for extreme in (col.max(), col.min()):
+            if abs(extreme) < 2.0 or not math.isfinite(extreme):
+                continue
+            hits = np.count_nonzero(np.abs(col - extreme) < 1e-9)
+            if hits >= 3:
+                best = max(best or 0.0, abs(extreme))
+    return best

@@ -1,0 +1,215 @@
+"""``runform analyze``, ``runform warmup`` and ``runform demo`` (simulated runner through the live DSP)."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+ANALYZE_CHUNK = 20  # samples per update, as BLE delivers: the file goes through the streaming path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="detect every step in a CSV recording and print one JSON object",
+        description=(
+            "Reads a CSV with a time_s column and acceleration columns in g (*_g) or m/s² (*_ms2), runs it "
+            "through the streaming step detector and prints ONE JSON object: site, sampling_rate_hz, steps "
+            "(ic_s, tc_s, side, gct_ms, flight_ms, peak_accel_g, clipped, ...), summary, warnings. Times are on "
+            "the file's own clock. Exit 2 with a message on stderr when the file cannot be analysed."
+        ),
+    )
+    p.add_argument("file", help="CSV file")
+    p.add_argument("--site", required=True,
+                   choices=["foot", "foot_left", "foot_right", "shank", "shank_left", "shank_right", "sacrum", "hip"])
+    p.add_argument("--mass-kg", type=float, default=None, help="body mass: adds peak vertical force in newtons")
+    p.add_argument("--range-g", type=float, default=None, help="accelerometer full-scale range (clipping flag)")
+    p.add_argument("--axes", default=None,
+                   help="body-frame columns, e.g. v=acc_v_g,ap=acc_ap_g,ml=acc_ml_g (default: found from names; "
+                        "unknown sensor axes are oriented from gravity)")
+    p.add_argument("--json", action="store_true", help="print JSON (the default and only output format)")
+    p.set_defaults(func=cmd_analyze)
+
+    w = sub.add_parser("warmup", help="compile the numba kernels into the on-disk cache",
+                       description="Compiles (or loads from cache) every DSP kernel and prints how long it took.")
+    w.set_defaults(func=cmd_warmup)
+
+    d = sub.add_parser("demo", help="run a simulated runner through the streaming DSP and print live steps",
+                       description="A simulated runner (virtual sacrum + shank sensors) paced in real time "
+                                   "through the streaming detector; prints every step and the cadence.")
+    d.add_argument("--duration", type=float, default=30.0, help="seconds to run (default 30)")
+    d.add_argument("--speedup", type=float, default=1.0, help="play faster than real time (default 1)")
+    d.add_argument("--headless", action="store_true", help="no interactive output pacing beyond --speedup")
+    d.set_defaults(func=cmd_demo)
+
+
+def _finite(x):
+    x = float(x)
+    return None if not math.isfinite(x) else round(x, 6)
+
+
+def steps_to_json(steps, mass_kg=None) -> list[dict]:
+    from runform.dsp import ACTIVITY_NAMES, G0, SIDE_NAMES
+
+    out = []
+    for s in steps:
+        d = {
+            "ic_s": _finite(s["ic_s"]),
+            "tc_s": _finite(s["tc_s"]),
+            "side": SIDE_NAMES[int(s["side"])],
+            "gct_ms": _finite(s["gct_ms"]),
+            "flight_ms": _finite(s["flight_ms"]),
+            "step_time_ms": _finite(s["step_time_ms"]),
+            "cadence_spm": _finite(s["cadence_spm"]),
+            "cadence_smoothed_spm": _finite(s["cadence_smoothed_spm"]),
+            "duty_factor": _finite(s["duty_factor"]),
+            "peak_accel_g": _finite(s["peak_accel_g"]),
+            "clipped": bool(s["clipped"]),
+            "loading_rate_gps": _finite(s["loading_rate_gps"]),
+            "peak_vgrf_bw": _finite(s["peak_vgrf_bw"]),
+            "activity": ACTIVITY_NAMES[int(s["activity"])],
+        }
+        if mass_kg and math.isfinite(float(s["peak_vgrf_bw"])):
+            d["peak_vgrf_n"] = round(float(s["peak_vgrf_bw"]) * mass_kg * G0, 1)
+        out.append(d)
+    return out
+
+
+def summarize_steps(steps, site: str) -> dict:
+    def mean(name):
+        v = steps[name]
+        v = v[np.isfinite(v)]
+        return round(float(v.mean()), 3) if v.size else None
+
+    def sd(name):
+        v = steps[name]
+        v = v[np.isfinite(v)]
+        return round(float(v.std(ddof=1)), 3) if v.size > 1 else None
+
+    summary = {
+        "n_steps": int(steps.size),
+        "cadence_spm": None,
+        "gct_ms_mean": mean("gct_ms"), "gct_ms_sd": sd("gct_ms"),
+        "flight_ms_mean": mean("flight_ms"),
+        "step_time_ms_mean": mean("step_time_ms"),
+        "duty_factor_mean": mean("duty_factor"),
+        "peak_accel_g_mean": mean("peak_accel_g"), "peak_accel_g_max": None,
+        "loading_rate_gps_mean": mean("loading_rate_gps"),
+        "peak_vgrf_bw_mean": mean("peak_vgrf_bw"),
+        "clipped_steps": int(steps["clipped"].sum()) if steps.size else 0,
+        "running_steps": int((steps["activity"] == 2).sum()) if steps.size else 0,
+        "walking_steps": int((steps["activity"] == 1).sum()) if steps.size else 0,
+    }
+    st = steps["step_time_ms"]
+    st = st[np.isfinite(st)]
+    if st.size:
+        summary["cadence_spm"] = round(60000.0 / float(st.mean()), 2)
+    pk = steps["peak_accel_g"]
+    pk = pk[np.isfinite(pk)]
+    if pk.size:
+        summary["peak_accel_g_max"] = round(float(pk.max()), 3)
+    left = steps[steps["side"] == 0]["gct_ms"]
+    right = steps[steps["side"] == 1]["gct_ms"]
+    left, right = left[np.isfinite(left)], right[np.isfinite(right)]
+    if site == "sacrum" and left.size and right.size:
+        lm, rm = float(left.mean()), float(right.mean())
+        summary["gct_balance_left_pct"] = round(100.0 * lm / (lm + rm), 2)
+    return summary
+
+
+def analyze_file(path: str, site: str, mass_kg=None, range_g=None, axes=None) -> dict:
+    from runform.dsp import DetectorInputError, GaitEventDetector, parse_site
+    from runform.firmware_bridge.files import InputFileError, load_csv
+
+    rec = load_csv(path, axes)
+    base_site, _ = parse_site(site)
+    warnings = list(rec.warnings)
+    det = GaitEventDetector(site, rec.sampling_rate_hz, mass_kg=mass_kg,
+                            range_g=range_g or rec.range_g_detected, body_frame=rec.body_frame)
+    parts = [det.update(rec.acc_ms2[s:s + ANALYZE_CHUNK], rec.time_s[s:s + ANALYZE_CHUNK])
+             for s in range(0, rec.time_s.shape[0], ANALYZE_CHUNK)]
+    steps = np.concatenate(parts)
+    duration = float(rec.time_s[-1] - rec.time_s[0])
+    if steps.size == 0:
+        warnings.append(
+            f"no steps found in {duration:.1f} s: the recording does not look like running or walking "
+            f"with a {base_site} sensor (check --site and the axes)"
+        )
+    elif steps.size < max(3, duration / 4):
+        warnings.append(f"only {steps.size} steps in {duration:.1f} s: mostly not running/walking?")
+    if base_site == "sacrum" and not rec.body_frame and rec.acc_ms2.shape[1] == 3:
+        pass
+    if base_site != "sacrum" and len(rec.acc_columns) < 3:
+        warnings.append("limb sensors need all three axes for orientation-free detection")
+    return {
+        "site": site,
+        "sampling_rate_hz": round(rec.sampling_rate_hz, 6),
+        "n_samples": int(rec.time_s.shape[0]),
+        "duration_s": round(duration, 6),
+        "axes": {"columns": list(rec.acc_columns), "frame": "body" if rec.body_frame else "sensor (oriented from gravity)"},
+        "look_ahead_ms": round(det.look_ahead_ms, 1),
+        "steps": steps_to_json(steps, mass_kg),
+        "summary": summarize_steps(steps, base_site),
+        "warnings": warnings,
+    }
+
+
+def cmd_analyze(args) -> int:
+    from runform.dsp import DetectorInputError
+    from runform.firmware_bridge.files import InputFileError
+
+    try:
+        result = analyze_file(args.file, args.site, args.mass_kg, args.range_g, args.axes)
+    except (InputFileError, DetectorInputError) as exc:
+        print(f"runform analyze: error: {exc}", file=sys.stderr)
+        return 2
+    json.dump(result, sys.stdout, allow_nan=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_warmup(args) -> int:
+    from runform.dsp import warmup
+
+    took = warmup()
+    print(f"numba kernels ready in {took:.2f} s")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Simulated runner -> streaming DSP, paced in real time; prints steps and cadence."""
+    from runform.dsp import ACTIVITY_NAMES, GaitEventDetector, SIDE_NAMES, warmup
+    from runform.firmware_bridge.simulator import RunnerProfile, Segment, SimulatorStream
+
+    print(f"warming up the DSP kernels ... {warmup():.2f} s", flush=True)
+    fs = 500.0
+    profile = RunnerProfile(cadence_spm=166.0, speed_ms=3.2)
+    segments = [Segment("stand", 3.0), Segment("run", max(args.duration - 3.0, 1.0))]
+    sites = ("sacrum", "shank_left")
+    streams = {s: SimulatorStream(profile, s, sampling_rate_hz=fs, seed=7, segments=segments) for s in sites}
+    dets = {s: GaitEventDetector(s, fs) for s in sites}
+    chunk = 20
+    t_start = time.monotonic()
+    n_total = int(args.duration * fs)
+    done = 0
+    print(f"simulated runner at {profile.cadence_spm:.0f} spm; sensors: {', '.join(sites)}", flush=True)
+    while done < n_total:
+        for s in sites:
+            acc, gyr, t, _tick = streams[s].read(chunk)
+            for st in dets[s].update(acc, t, gyr):
+                print(f"[{s:>10}] {SIDE_NAMES[int(st['side'])] or '-'} IC {st['ic_s']:7.3f} s  "
+                      f"GCT {st['gct_ms']:5.0f} ms  flight {st['flight_ms']:5.0f} ms  "
+                      f"cadence {st['cadence_smoothed_spm']:5.1f} spm  impact {st['peak_accel_g']:4.1f} g  "
+                      f"({ACTIVITY_NAMES[int(st['activity'])]})", flush=True)
+        done += chunk
+        target = t_start + done / fs / max(args.speedup, 1e-6)
+        delay = target - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    for s in sites:
+        print(f"{s}: {dets[s].n_steps_} steps, activity now {ACTIVITY_NAMES[dets[s].activity_]}")
+    return 0

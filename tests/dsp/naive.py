@@ -1,0 +1,184 @@
+"""Plain, obviously-correct NumPy/Python twins of every DSP kernel (stumpy's tests/naive.py idea).
+
+They are written for clarity, not speed: whole-array, with Python loops where the
+algorithm is sequential, and vectorised NumPy where it is not. The parity tests
+compare them with the numba kernels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+G0 = 9.80665
+
+
+def sosfilt(sos, x, zi):
+    """Direct-form II transposed biquads, textbook form."""
+    y = np.array(x, dtype=float)
+    z = np.array(zi, dtype=float)
+    for s, (b0, b1, b2, _a0, a1, a2) in enumerate(sos):
+        out = np.empty_like(y)
+        z0, z1 = z[s]
+        for i, v in enumerate(y):
+            o = b0 * v + z0
+            z0 = b1 * v - a1 * o + z1
+            z1 = b2 * v - a2 * o
+            out[i] = o
+        z[s] = (z0, z1)
+        y = out
+    return y, z
+
+
+def body_frame(acc_ms2):
+    acc = np.asarray(acc_ms2, float)
+    return np.column_stack([acc[:, 0] / G0, acc[:, 1] / G0, acc[:, 2] / G0,
+                            np.linalg.norm(acc, axis=1) / G0, np.abs(acc).max(axis=1) / G0])
+
+
+def orientation(acc_ms2, alpha_g, alpha_c):
+    """Gravity EMA -> up; horizontal covariance EMA -> AP by power iteration; ml = up x ap."""
+    acc = np.asarray(acc_ms2, float)
+    out = np.empty((len(acc), 5))
+    g = acc[0].copy()
+    e = np.zeros(3)
+    e[np.argmin(np.abs(acc[0]))] = 1.0  # first-minimum tie-break, like the kernel
+    ap = e
+    C = np.zeros((3, 3))
+    sign_ema = 0.0
+    prev_av = np.linalg.norm(acc[0])
+    for i, a in enumerate(acc):
+        g = g + alpha_g * (a - g)
+        up = g / np.linalg.norm(g)
+        av = a @ up
+        h = a - av * up
+        C = C + alpha_c * (np.outer(h, h) - C)
+        v = C @ ap
+        v = v - (v @ up) * up
+        if np.linalg.norm(v) > 1e-12:
+            ap = v / np.linalg.norm(v)
+        else:
+            ap = ap - (ap @ up) * up
+            ap = ap / np.linalg.norm(ap)
+        sign_ema += alpha_c * ((h @ ap) * (av - prev_av) - sign_ema)
+        prev_av = av
+        fwd = -ap if sign_ema > 0 else ap
+        ml = np.cross(up, fwd)
+        out[i] = (av / G0, h @ fwd / G0, h @ ml / G0, np.linalg.norm(a) / G0, np.abs(a).max() / G0)
+    return out
+
+
+def _crossing_samples(x, thr, rising):
+    """Sample indices i where x crosses thr between i-1 and i, and the fractional crossing index."""
+    x = np.asarray(x, float)
+    if rising:
+        i = np.nonzero((x[:-1] < thr) & (x[1:] >= thr))[0] + 1
+        return i, i - 1 + (thr - x[i - 1]) / (x[i] - x[i - 1])
+    i = np.nonzero((x[:-1] >= thr) & (x[1:] < thr))[0] + 1
+    return i, i - 1 + (x[i - 1] - thr) / (x[i - 1] - x[i])
+
+
+def sacrum_events(params, v, vf, ml, norm, maxabs):
+    """Stance = from a rising crossing of thr_ic to the next falling crossing of thr_tc.
+
+    Rules: a crossing inside a stance is ignored; a stance longer than max_n samples
+    is abandoned (the TC test wins on the sample where both apply); stances shorter
+    than min_n are dropped; impact features use samples within impact_n of the IC.
+    """
+    thr_ic, thr_tc, min_n, max_n, clip_g, impact_n = params
+    ups, ups_f = _crossing_samples(v, thr_ic, True)
+    downs, downs_f = _crossing_samples(v, thr_tc, False)
+    events = []
+    free_from = 0
+    for ui, uf in zip(ups, ups_f):
+        if ui < free_from:
+            continue
+        abort_at = int(np.floor(uf + max_n)) + 1
+        after = np.nonzero(downs > ui)[0]
+        if after.size == 0 or downs[after[0]] > abort_at:
+            free_from = abort_at + 1
+            continue
+        di, df = downs[after[0]], downs_f[after[0]]
+        free_from = di + 1
+        if df - uf < min_n:
+            continue
+        stance = np.arange(ui, di + 1)
+        impact = stance[(stance - uf) <= impact_n]
+        impact = np.union1d(impact, [ui])
+        slope = np.max(v[impact] - v[impact - 1])
+        events.append((uf, df, vf[stance].max(), norm[impact].max(), ml[stance].mean(), slope,
+                       float((maxabs[impact] >= clip_g).any()), di))
+    return np.array(events, dtype=float).reshape(-1, 8)
+
+
+class LimbTwin:
+    """Readable per-sample transliteration of the limb state machine (waiting -> impact -> toe-off)."""
+
+    def __init__(self, params):
+        (self.trig_min, self.trig_frac, self.refract_frac, self.refract_min, self.ic_win,
+         self.tc_min_frac, self.tc_max_frac, stride0, self.stride_max, self.clip, self.ema) = params
+        self.stride = stride0
+        self.jerk_level = 0.0
+        self.phase = "waiting"
+        self.last_trigger_peak = -np.inf
+        self.prev_confirmed_ic = None
+        self.events = []
+
+    @staticmethod
+    def vertex(l, c, r):
+        den = l - 2 * c + r
+        if den == 0 or np.isnan(l) or np.isnan(r):
+            return 0.0
+        return float(np.clip(0.5 * (l - r) / den, -0.5, 0.5))
+
+    def run(self, norm, jerk, tc_sig, maxabs):
+        prev_n = np.nan
+        prev_tc = np.nan
+        for i in range(len(norm)):
+            x, j, y = norm[i], jerk[i], tc_sig[i]
+            trig = max(self.trig_min, self.trig_frac * self.jerk_level)
+            if self.phase == "toe-off" and i >= self.tc_start and j >= trig and j > self.cand_jerk:
+                self.phase = "waiting"
+                self.last_trigger_peak = -np.inf
+            if self.phase == "waiting":
+                refract = max(self.refract_frac * self.stride, self.refract_min)
+                if j >= trig and i - self.last_trigger_peak >= refract:
+                    self.phase = "impact"
+                    self.cand_jerk = j
+                    self.best, self.best_i, self.left, self.right = x, i, prev_n, np.nan
+                    self.win_end = i + self.ic_win
+                    self.slope = x - prev_n if not np.isnan(prev_n) else 0.0
+                    self.clipped = maxabs[i] >= self.clip
+            elif self.phase == "impact":
+                self.cand_jerk = max(self.cand_jerk, j)
+                if i == self.best_i + 1:
+                    self.right = x
+                if x > self.best:
+                    self.best, self.best_i, self.left, self.right = x, i, prev_n, np.nan
+                self.slope = max(self.slope, x - prev_n)
+                self.clipped |= maxabs[i] >= self.clip
+                if i >= self.win_end:
+                    self.ic = self.best_i + self.vertex(self.left, self.best, self.right)
+                    self.last_trigger_peak = self.best_i
+                    self.tc_start = self.best_i + self.tc_min_frac * self.stride
+                    self.tc_end = self.best_i + self.tc_max_frac * self.stride
+                    self.tc_best, self.tc_i, self.tc_left, self.tc_right = np.inf, -1, np.nan, np.nan
+                    self.phase = "toe-off"
+                    prev_n, prev_tc = x, y
+                    continue
+            if self.phase == "toe-off":
+                if i == self.tc_i + 1:
+                    self.tc_right = y
+                if i >= self.tc_start and y < self.tc_best:
+                    self.tc_best, self.tc_i, self.tc_left, self.tc_right = y, i, prev_tc, np.nan
+                if i >= self.tc_end:
+                    tc = self.tc_i + self.vertex(self.tc_left, self.tc_best, self.tc_right) if self.tc_i >= 0 else np.nan
+                    if self.prev_confirmed_ic is not None:
+                        stride = self.ic - self.prev_confirmed_ic
+                        if stride <= self.stride_max and stride <= 1.5 * self.stride:
+                            self.stride += self.ema * (stride - self.stride)
+                    self.prev_confirmed_ic = self.ic
+                    self.jerk_level = self.cand_jerk if self.jerk_level == 0 else (
+                        self.jerk_level + self.ema * (self.cand_jerk - self.jerk_level))
+                    self.events.append((self.ic, tc, np.nan, self.best, np.nan, self.slope, float(self.clipped), i))
+                    self.phase = "waiting"
+            prev_n, prev_tc = x, y
+        return np.array(self.events, dtype=float).reshape(-1, 8)
