@@ -77,6 +77,10 @@ class GaitEventDetector:
         Accelerometer full-scale range; samples at 98 % of it mark a step ``clipped``.
     params : SacrumParams | LimbParams, optional
         Override the site's tuned defaults.
+    use_gyro : bool, optional
+        Limb sites: take toe-off from the gyroscope (peak rotation rate of the
+        push-off) instead of the accelerometer. ``None`` (default) decides on the
+        first chunk: gyro mode if ``gyr_dps`` is given.
     body_frame : bool
         ``False`` (default): the sensor may be strapped on any way; the vertical
         is found from gravity and the AP axis from the horizontal variance.
@@ -103,8 +107,10 @@ class GaitEventDetector:
         range_g: float | None = None,
         params: SacrumParams | LimbParams | None = None,
         body_frame: bool = False,
+        use_gyro: bool | None = None,
     ) -> None:
         self.body_frame = bool(body_frame)
+        self.use_gyro = use_gyro
         self.site, self.fixed_side = parse_site(site)
         if not (isinstance(sampling_rate_hz, (int, float)) and math.isfinite(sampling_rate_hz)):
             raise DetectorInputError(f"sampling_rate_hz must be a finite number, got {sampling_rate_hz!r}")
@@ -141,13 +147,17 @@ class GaitEventDetector:
                  p.ic_window_ms * fs / 1000, p.tc_min_frac, p.tc_max_frac, p.stride0_ms * fs / 1000,
                  p.stride_max_ms * fs / 1000, clip_g, p.stride_ema]
             )
+            self._kparams_gyro = self._kparams.copy()
+            self._kparams_gyro[K.LP_TC_MIN_FRAC] = p.gyro_tc_min_frac
+            self._kparams_gyro[K.LP_TC_MAX_FRAC] = p.gyro_tc_max_frac
             self._kstate = K.limb_init(self._kparams)
-            self.look_ahead_ms = p.ic_window_ms + p.tc_max_frac * p.stride_max_ms
+            self.look_ahead_ms = p.ic_window_ms + max(p.tc_max_frac, p.gyro_tc_max_frac) * p.stride_max_ms
             self._sos_ml = None
         self._ostate = orientation_init()
         self._zi = None
         self._zi_ml = None
         self._zi_vf = None
+        self._zi_g = None
         self._last_acc = None
         # bounded ring of sample times: long enough to reach back over the look-ahead
         self._ring_n = int(2 ** math.ceil(math.log2(fs * (self.look_ahead_ms / 1000 + 4.0))))
@@ -200,12 +210,23 @@ class GaitEventDetector:
         if not np.isfinite(acc).all():
             raise DetectorInputError("acc_ms2 contains NaN or inf; fill or drop gaps before the detector")
         block = self._ring_n // 2  # events reach back at most the look-ahead: half the time ring
+        gyr = None
+        if gyr_dps is not None:
+            gyr = np.ascontiguousarray(gyr_dps, dtype=np.float64)
+            if gyr.shape != acc.shape:
+                raise DetectorInputError(f"gyr_dps must have the shape of acc_ms2 {acc.shape}, got {gyr.shape}")
+            if not np.isfinite(gyr).all():
+                raise DetectorInputError("gyr_dps contains NaN or inf")
+        if self.use_gyro is None:
+            self.use_gyro = gyr is not None and self.site != "sacrum"
         if n > block:
-            return np.concatenate([self._update(np.ascontiguousarray(acc[s:s + block]), t[s:s + block])
-                                   for s in range(0, n, block)])
-        return self._update(np.ascontiguousarray(acc), t)
+            return np.concatenate([
+                self._update(np.ascontiguousarray(acc[s:s + block]), t[s:s + block],
+                             None if gyr is None else gyr[s:s + block])
+                for s in range(0, n, block)])
+        return self._update(np.ascontiguousarray(acc), t, gyr)
 
-    def _update(self, acc: np.ndarray, t: np.ndarray) -> np.ndarray:
+    def _update(self, acc: np.ndarray, t: np.ndarray, gyr: np.ndarray | None = None) -> np.ndarray:
         n = acc.shape[0]
         # store times in the ring
         pos = (self.n_samples_ + np.arange(n)) % self._ring_n
@@ -231,7 +252,19 @@ class GaitEventDetector:
                 self._zi = sos_steady_state(self._sos, ap[0])
             ap_lp, self._zi = sosfilt_kernel(self._sos, ap, self._zi)
             jerk = self._jerk(acc)
-            self._kstate, ev = K.limb_kernel(self._kparams, norm, jerk, ap_lp, maxabs, self._kstate)
+            if self.use_gyro:
+                if gyr is None:
+                    raise DetectorInputError("this detector runs in gyroscope mode: gyr_dps is required")
+                rate = np.sqrt((gyr * gyr).sum(axis=1))
+                if self._zi_g is None:
+                    self._zi_g = sos_steady_state(self._sos, rate[0])
+                rate_lp, self._zi_g = sosfilt_kernel(self._sos, rate, self._zi_g)
+                tc_sig = -rate_lp
+                kp = self._kparams_gyro
+            else:
+                tc_sig = ap_lp
+                kp = self._kparams
+            self._kstate, ev = K.limb_kernel(kp, norm, jerk, tc_sig, maxabs, self._kstate)
         self.n_samples_ += n
         steps = self._to_steps(ev)
         self._update_activity(float(t[-1]))
@@ -252,9 +285,10 @@ class GaitEventDetector:
         p = self.params
         fs = self.sampling_rate_hz
         ic_s = self._time_at(ev[:, K.EV_IC]) - p.ic_bias_ms / 1000.0
-        tc_s = self._time_at(ev[:, K.EV_TC]) - p.tc_bias_ms / 1000.0
+        tc_bias_ms = p.gyro_tc_bias_ms if (self.use_gyro and not isinstance(p, SacrumParams)) else p.tc_bias_ms
+        tc_s = self._time_at(ev[:, K.EV_TC]) - tc_bias_ms / 1000.0
         steps["ic_index"] = ev[:, K.EV_IC] - p.ic_bias_ms * fs / 1000.0
-        steps["tc_index"] = ev[:, K.EV_TC] - p.tc_bias_ms * fs / 1000.0
+        steps["tc_index"] = ev[:, K.EV_TC] - tc_bias_ms * fs / 1000.0
         steps["ic_s"] = ic_s
         steps["tc_s"] = tc_s
         steps["gct_ms"] = (tc_s - ic_s) * 1000.0

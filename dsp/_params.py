@@ -51,6 +51,10 @@ class LimbParams:
     tc_lowpass_hz: float = 15.0  # low-pass of the AP component before its TC minimum
     ic_bias_ms: float = 0.0
     tc_bias_ms: float = 0.0
+    # with a gyroscope: TC = peak of the smoothed rotation rate |w| (push-off) in this window
+    gyro_tc_min_frac: float = 0.2
+    gyro_tc_max_frac: float = 0.75
+    gyro_tc_bias_ms: float = 0.0
 
 
 # Defaults tuned on the shared folders (whole folders at once: see tools/tune_params.py)
@@ -60,8 +64,9 @@ SITE_DEFAULTS: dict[str, SacrumParams | LimbParams] = {
         vgrf_lowpass_hz=8.0, vgrf_scale=0.939,
     ),
     "shank": LimbParams(trigger_frac=0.5, ic_window_ms=90.0, ic_bias_ms=31.0, tc_bias_ms=-34.0),
-    # foot: no running force-plate data with a foot IMU in the shared folders; shank values, bias not calibrated
-    "foot": LimbParams(trigger_frac=0.5, ic_window_ms=90.0),
+    # foot: the only foot-IMU folder with references is gaitmap's walking example (mocap events);
+    # biases calibrated there, detection parameters shared with the shank
+    "foot": LimbParams(trigger_frac=0.5, ic_window_ms=90.0, ic_bias_ms=28.8, gyro_tc_bias_ms=-6.2),
 }
 
 

@@ -10,6 +10,7 @@ cadence error and peak vGRF error where the data allow.
 from __future__ import annotations
 
 import json
+import time
 import math
 import os
 from dataclasses import dataclass, field
@@ -164,3 +165,299 @@ def aggregate(results: list[TrialResult]) -> dict:
         "cadence_abs_err_pct_max": float(np.nanmax(np.abs(cad))) if cad.size else math.nan,
         "vgrf": summarize(cat("vgrf_err_bw")),
     }
+
+
+# ------------------------------------------------------------------ full report
+TARGETS = {
+    "shank_ic_sd_ms": 8.0,
+    "sacrum_gct_rmse_ms": 20.0,
+    "cadence_err_pct": 0.5,
+    "recall": 0.98,
+    "precision": 0.98,
+}
+
+
+def _group(results, key):
+    groups: dict[str, list[TrialResult]] = {}
+    for r in results:
+        groups.setdefault(key(r), []).append(r)
+    return {k: aggregate(v) for k, v in sorted(groups.items())}
+
+
+def evaluate_gaitmap_foot(root: Path) -> dict | None:
+    """Foot IMUs (walking, 204.8 Hz, acc + gyro) against motion-capture IC/TC from gaitmap's example."""
+    folder = root / "walking_foot_gaitmap_example"
+    if not (folder / "imu_sample.csv").exists():
+        return None
+    raw = np.genfromtxt(folder / "imu_sample.csv", delimiter=",", skip_header=2)
+    with (folder / "imu_sample.csv").open() as fh:
+        sensors = fh.readline().strip().split(",")[1:]
+        axes = fh.readline().strip().split(",")[1:]
+    ev = np.genfromtxt(folder / "stride_events_sample.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    fs = 204.8
+    out = {}
+    for use_gyro in (False, True):
+        results = []
+        for foot in ("left", "right"):
+            col = {a: i + 1 for i, (s, a) in enumerate(zip(sensors, axes)) if s == f"{foot}_sensor"}
+            acc = raw[:, [col["acc_x"], col["acc_y"], col["acc_z"]]]
+            gyr = raw[:, [col["gyr_x"], col["gyr_y"], col["gyr_z"]]]
+            t = np.arange(acc.shape[0]) / fs
+            det = GaitEventDetector(f"foot_{foot}", fs, use_gyro=use_gyro)
+            parts = [det.update(acc[s:s + CHUNK], t[s:s + CHUNK], gyr[s:s + CHUNK] if use_gyro else None)
+                     for s in range(0, t.shape[0], CHUNK)]
+            steps = np.concatenate(parts)
+            sel = ev[ev["foot"] == foot]
+            ref = np.column_stack([sel["ic"] / fs, sel["tc"] / fs])
+            ref = ref[np.argsort(ref[:, 0])]
+            # mocap TC of a stride precedes its IC (strides run mid-stance to mid-stance): pair each IC
+            # with the first TC after it
+            tcs = np.sort(sel["tc"] / fs)
+            pair_tc = np.array([tcs[tcs > ic][0] if (tcs > ic).any() else np.nan for ic in ref[:, 0]])
+            ref = np.column_stack([ref[:, 0], pair_tc])
+            ok = np.isfinite(ref[:, 1])
+            rec_like = type("R", (), {"time_s": t})
+            r = _evaluate_steps("walking_foot_gaitmap_example", foot, "walking (mocap reference)", steps,
+                                ref[ok], "foot", rec_like)
+            results.append(r)
+        out["gyro" if use_gyro else "acc_only"] = aggregate(results)
+    return out
+
+
+def _evaluate_steps(dataset, trial, condition, steps, ref, site, rec, fz_bw=None):
+    ref_ic, ref_tc = ref[:, 0], ref[:, 1]
+    lo, hi = ref_ic.min() - 0.2, ref_tc.max() + 0.2
+    in_range = (steps["ic_s"] >= lo) & (steps["ic_s"] <= hi)
+    steps_r = steps[in_range]
+    pairs = match_steps(steps_r, ref_ic, ref_tc)
+    di = np.array([p[0] for p in pairs], dtype=int)
+    rj = np.array([p[1] for p in pairs], dtype=int)
+    ic_err = (steps_r["ic_s"][di] - ref_ic[rj]) * 1000
+    tc_err = (steps_r["tc_s"][di] - ref_tc[rj]) * 1000
+    gct_err = steps_r["gct_ms"][di] - (ref_tc[rj] - ref_ic[rj]) * 1000
+    cad = steps_r["cadence_spm"]
+    cad = cad[np.isfinite(cad)]
+    factor = 1 if site == "sacrum" else 2
+    ref_cad = factor * 60.0 * (len(ref_ic) - 1) / (ref_ic[-1] - ref_ic[0])
+    det_cad = 60000.0 / np.mean(60000.0 / cad) if cad.size else math.nan
+    return TrialResult(dataset, trial, condition, len(ref_ic), int(in_range.sum()), len(pairs),
+                       ic_err, tc_err, gct_err, 100.0 * (det_cad - ref_cad) / ref_cad)
+
+
+def full_report(root: Path) -> dict:
+    import platform
+
+    import numba
+
+    sac, shank, per_trial = [], [], []
+    meta_of = {}
+    for ds, trial, cond, site, rec, ref, mass, fz, m in iter_trials(root):
+        r = evaluate_trial(ds, trial, cond, rec, ref, site, mass, fz)
+        meta_of[(ds, trial)] = m
+        (sac if site == "sacrum" else shank).append(r)
+        per_trial.append({"dataset": ds, "trial": trial, "condition": cond, "n_ref": r.n_ref, "n_det": r.n_det,
+                          "n_matched": r.n_matched,
+                          "gct_rmse_ms": summarize(r.gct_err_ms)["rmse"], "ic_sd_ms": summarize(r.ic_err_ms)["sd"],
+                          "cadence_err_pct": r.cadence_err_pct})
+    report: dict = {
+        "generated_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "data_root": str(root), "tolerance_ms": TOLERANCE_MS, "chunk_samples": CHUNK,
+        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+        "params": {site: _params_dict(site) for site in ("sacrum", "shank", "foot")},
+        "per_trial": per_trial,
+    }
+    if sac:
+        report["sacrum"] = {
+            "all": aggregate(sac),
+            "by_speed": _group(sac, lambda r: r.condition.split(",")[0]),
+            "by_slope": _group(sac, lambda r: r.condition.split(", ")[1]),
+            "leave_one_speed_out": _loo_bias(sac, lambda r: r.condition.split(",")[0]),
+        }
+    if shank:
+        run = [r for r in shank if r.condition.startswith("running")]
+        walk = [r for r in shank if r.condition.startswith("walking")]
+        subj = lambda r: f"subject {meta_of[(r.dataset, r.trial)]['subject']}"
+        report["shank"] = {
+            "running": aggregate(run) if run else None,
+            "walking": aggregate(walk) if walk else None,
+            "running_by_subject": _group(run, subj),
+            "walking_by_subject": _group(walk, subj),
+            "running_leave_one_subject_out": _loo_bias(run, subj),
+        }
+    foot = evaluate_gaitmap_foot(root)
+    if foot:
+        report["foot"] = foot
+    report["targets"] = _targets(report)
+    return report
+
+
+def _params_dict(site):
+    from dataclasses import asdict
+
+    from runform.dsp import params_for
+
+    return asdict(params_for(site))
+
+
+def _loo_bias(results, key):
+    """Leave-one-group-out check of the bias calibration: the constant IC/TC offsets are re-estimated
+    without the group and applied to it; reports the group's GCT/IC figures after that correction."""
+    groups = sorted({key(r) for r in results})
+    out = {}
+    for g in groups:
+        train = [r for r in results if key(r) != g]
+        test = [r for r in results if key(r) == g]
+        if not train or not test:
+            continue
+        ic_b = float(np.mean(np.concatenate([r.ic_err_ms for r in train])))
+        tc_b = float(np.mean(np.concatenate([r.tc_err_ms for r in train])))
+        ic = np.concatenate([r.ic_err_ms for r in test]) - ic_b
+        tc = np.concatenate([r.tc_err_ms for r in test]) - tc_b
+        out[g] = {"ic": summarize(ic), "tc": summarize(tc), "gct": summarize(tc - ic),
+                  "ic_bias_shift_ms": ic_b, "tc_bias_shift_ms": tc_b}
+    return out
+
+
+def _targets(rep):
+    rows = []
+    if "shank" in rep and rep["shank"]["running"]:
+        v = rep["shank"]["running"]["ic"]["sd"]
+        rows.append(("shank IC SD, running (ms)", TARGETS["shank_ic_sd_ms"], v, v <= TARGETS["shank_ic_sd_ms"]))
+    if "sacrum" in rep:
+        a = rep["sacrum"]["all"]
+        v = a["gct"]["rmse"]
+        rows.append(("sacrum GCT RMSE (ms)", TARGETS["sacrum_gct_rmse_ms"], v, v <= TARGETS["sacrum_gct_rmse_ms"]))
+    for name in ("sacrum", "shank"):
+        if name not in rep:
+            continue
+        a = rep[name]["all"] if name == "sacrum" else rep[name]["running"]
+        lab = f"{name}{'' if name == 'sacrum' else ' (running)'}"
+        rows.append((f"{lab} cadence error, mean abs %", TARGETS["cadence_err_pct"], a["cadence_abs_err_pct_mean"],
+                     a["cadence_abs_err_pct_mean"] <= TARGETS["cadence_err_pct"]))
+        rows.append((f"{lab} steps found (recall)", TARGETS["recall"], a["recall"], a["recall"] >= TARGETS["recall"]))
+        rows.append((f"{lab} precision", TARGETS["precision"], a["precision"],
+                     a["precision"] >= TARGETS["precision"]))
+    return [{"what": w, "target": t, "value": v, "met": bool(ok)} for w, t, v, ok in rows]
+
+
+def headline(rep) -> list[str]:
+    return [f"{'MET ' if r['met'] else 'MISS'} {r['what']}: {r['value']:.3f} (target {r['target']})"
+            for r in rep.get("targets", [])]
+
+
+def _f(x, nd=1):
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
+
+
+def _event_rows(label, a, events=("ic", "tc", "gct")):
+    rows = []
+    for e in events:
+        s = a[e]
+        rows.append(f"| {label} | {e.upper()} | {s['n']} | {_f(s['bias'])} | {_f(s['sd'])} | "
+                    f"{_f(s['loa_low'])} … {_f(s['loa_high'])} | {_f(s['rmse'])} |")
+    return rows
+
+
+def _detection_row(label, a):
+    return (f"| {label} | {a['n_ref']} | {a['n_det']} | {a['n_matched']} | {100 * a['recall']:.1f} | "
+            f"{100 * a['precision']:.1f} | {_f(a['cadence_abs_err_pct_mean'], 2)} | "
+            f"{_f(a['cadence_abs_err_pct_max'], 2)} |")
+
+
+def render_markdown(rep: dict) -> str:
+    L = []
+    L += ["# Accuracy report", "",
+          f"Generated by `make validate` (`runform validate`) on {rep['generated_utc']} UTC from `{rep['data_root']}`; "
+          f"Python {rep['python']}, NumPy {rep['numpy']}, numba {rep['numba']}. Do not edit by hand.", "",
+          "## Method", "",
+          f"- Every trial runs through the **streaming** detector (`GaitEventDetector.update`) in {rep['chunk_samples']}-"
+          "sample chunks, exactly as live BLE data would; times are on the file's own clock.",
+          f"- A detected step matches a reference contact when its IC lies within **±{rep['tolerance_ms']:.0f} ms** "
+          "(one-to-one, nearest first). Recall = matched / reference contacts; precision = matched / detected steps "
+          "inside the span of the reference.",
+          "- Errors are IMU − reference, in ms: bias (mean), SD, 95 % limits of agreement (bias ± 1.96 SD), RMSE, "
+          "with n = matched steps. Cadence error: mean detected cadence vs the reference contacts' cadence, per trial.",
+          "- **One parameter set per sensor site**, tuned on whole folders (never per trial). The constant offsets "
+          "between the IMU feature and the force-plate event are calibrated once per site and subtracted; their "
+          "values are listed below (they are part of the method, not hidden). A leave-one-group-out check "
+          "re-estimates the offsets without each subject/speed to show how they transfer.",
+          "- Peak vGRF (sacrum): peak of the 8 Hz-smoothed vertical proper acceleration during stance × one scale "
+          "per site, against the force plate's stance maximum (body weights).", ""]
+    # targets
+    L += ["## Targets (issue #3)", "", "| what | target | measured | met |", "|---|---|---|---|"]
+    for r in rep.get("targets", []):
+        L.append(f"| {r['what']} | {r['target']} | {r['value']:.3f} | {'yes' if r['met'] else '**no**'} |")
+    L.append("")
+    head_d = ["| group | ref contacts | detected | matched | recall % | precision % | cadence err, mean abs % | max abs % |",
+              "|---|---|---|---|---|---|---|---|"]
+    head_e = ["| group | event | n | bias ms | SD ms | 95 % LoA ms | RMSE ms |", "|---|---|---|---|---|---|---|"]
+    if "sacrum" in rep:
+        s = rep["sacrum"]
+        L += ["## Sacrum — treadmill running, Alcantara et al. 2022 (500 Hz, force treadmill, 1 runner)", "",
+              "Vertical and AP acceleration as distributed (low-passed at 20 Hz by the authors, negative vertical "
+              "values set to 0); both feet on one force plate, so every step has a reference. No medio-lateral "
+              "channel: side labelling cannot be assessed on this data.", ""]
+        L += head_d + [_detection_row("all", s["all"])]
+        L += [_detection_row(k, v) for k, v in s["by_speed"].items()]
+        L += [_detection_row(k, v) for k, v in s["by_slope"].items()]
+        L += [""] + head_e + _event_rows("all", s["all"])
+        for k, v in s["by_speed"].items():
+            L += _event_rows(k, v)
+        v = s["all"]["vgrf"]
+        L += ["", f"Peak vGRF: n = {v['n']}, bias {_f(v['bias'], 3)} BW, SD {_f(v['sd'], 3)} BW, LoA "
+                  f"{_f(v['loa_low'], 3)} … {_f(v['loa_high'], 3)} BW, RMSE {_f(v['rmse'], 3)} BW.", "",
+              "Leave-one-speed-out (offsets re-estimated on the other speed):", "", head_e[0], head_e[1]]
+        for k, v in s["leave_one_speed_out"].items():
+            L += _event_rows(f"{k} held out", v)
+        L.append("")
+    if "shank" in rep:
+        s = rep["shank"]
+        L += ["## Shank — treadmill running 8.5 km/h and walking, Bach et al. 2022 (142.857 Hz, 3 subjects)", "",
+              "Accelerometer only (no gyroscope), clipping at about ±8 g in running (reported as `clipped` on "
+              "nearly every running step: peak acceleration is a lower bound). Force of the instrumented leg only, "
+              "which carries the sensor.", ""]
+        L += head_d
+        for k in ("running", "walking"):
+            if s[k]:
+                L.append(_detection_row(k, s[k]))
+        for k, v in s["running_by_subject"].items():
+            L.append(_detection_row(f"running, {k}", v))
+        for k, v in s["walking_by_subject"].items():
+            L.append(_detection_row(f"walking, {k}", v))
+        L += [""] + head_e
+        for k in ("running", "walking"):
+            if s[k]:
+                L += _event_rows(k, s[k])
+        for k, v in s["running_by_subject"].items():
+            L += _event_rows(f"running, {k}", v)
+        L += ["", "Leave-one-subject-out (running; offsets re-estimated on the other subjects):", "",
+              head_e[0], head_e[1]]
+        for k, v in s["running_leave_one_subject_out"].items():
+            L += _event_rows(f"{k} held out", v)
+        L += ["", "Toe-off from a shank accelerometer alone is the weak point (SD ≈ 40 ms): with no gyroscope the "
+                  "push-off leaves no sharp acceleration feature at 143 Hz. Initial contact is precise.", ""]
+    if "foot" in rep:
+        f = rep["foot"]
+        L += ["## Foot — walking, gaitmap example data (204.8 Hz, acc + gyro, motion-capture events)", "",
+              "Reference: motion-capture IC/TC distributed with gaitmap (not force plates). Only walking foot "
+              "data with references exist in the shared folders; offsets are calibrated on this recording "
+              "itself, so these figures are in-sample.", ""]
+        L += head_d + [_detection_row("accelerometer only", f["acc_only"]), _detection_row("with gyroscope", f["gyro"])]
+        L += [""] + head_e + _event_rows("accelerometer only", f["acc_only"], ("ic", "tc")) + _event_rows(
+            "with gyroscope", f["gyro"], ("ic", "tc")) + [""]
+    L += ["## Literature and products (from ../shared/reference/accuracy_anchors.md)", "",
+          "| site | source | reference | reported |", "|---|---|---|---|",
+          "| foot, acc + gyro | Falbriard et al. 2018 | force plate, treadmill | IC 2 ± 1 ms, TO 4 ± 2 ms after offset calibration |",
+          "| sacrum | Patoz et al. 2022 | force treadmill | GCT RMSE ≈ 20 ms; peak vGRF RMSE ≈ 0.15 BW (≈ 6 %) |",
+          "| trunk / lower back | Bergamini et al. 2012 | force plate | GCT LoA within ±25 ms |",
+          "| sacrum, overground | Kiernan et al. 2023 (REID) | force plates | best IC: bias ≈ −30 ms, LoA ≈ ±120 ms; L/R 81.9 % |",
+          "| sacrum | Alcantara et al. 2022 (RNN) | force treadmill | peak vGRF ≈ 6 %; cadence ≈ 0.1 % |",
+          "| Stryd / RunScribe | foot pod | force plate | GCT ≈ −5 % / −2 % |", "",
+          "## Calibrated parameters per site", "", "```json", json.dumps(rep["params"], indent=1), "```", "",
+          "## Per trial", "", "| dataset | trial | condition | ref | det | matched | IC SD ms | GCT RMSE ms | cadence err % |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for t in rep["per_trial"]:
+        L.append(f"| {t['dataset'].split('_')[0]} | {t['trial']} | {t['condition']} | {t['n_ref']} | {t['n_det']} | "
+                 f"{t['n_matched']} | {_f(t['ic_sd_ms'])} | {_f(t['gct_rmse_ms'])} | {_f(t['cadence_err_pct'], 2)} |")
+    L.append("")
+    return "\n".join(L)

@@ -64,17 +64,3 @@ def synthetic_limb(duration_s=20.0, fs=500.0, stride_s=0.72, seed=1):
     return t, a * G0, np.array(ics)
 
 
-def data_root():
-    env = os.environ.get("RUNFORM_DATA")
-    for c in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[3] / "shared" / "data"]:
-        if c.is_dir():
-            return c
-    return None
-
-
-@pytest.fixture(scope="session")
-def shared_data():
-    root = data_root()
-    if root is None:
-        pytest.skip("real recordings not found: set RUNFORM_DATA or place shared/data beside the checkout")
-    return root
