@@ -12,9 +12,12 @@ import sys
 
 # module path -> what it provides; each module has register(subparsers).
 _COMMAND_MODULES: tuple[str, ...] = (
-    "runform.server._cmd_dsp",  # analyze, simulate, warmup, demo (until the full demo lands)
+    "runform.server._cmd_dsp",  # analyze, warmup, demo (until the full demo lands)
+    "runform.server._cmd_simulate",  # simulate (recording CSV + true events)
     "runform.server._cmd_validate",  # validate
     "runform.server._cmd_bench",  # bench
+    "runform.server._cmd_ble",  # scan, record, sensor-sim
+    "runform.server._cmd_edge",  # run, broker
 )
 
 

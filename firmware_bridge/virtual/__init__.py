@@ -1,0 +1,16 @@
+"""Virtual BLE sensors on an emulated BlueZ (bluezoo), for tests, demos and benchmarks.
+
+    BluezooEmulator        private D-Bus system bus + bluezoo with 1 central and N peripheral adapters
+    VirtualSensor          a runform v1 IMU fed by the runner simulator, with realistic radio timing
+    SensorBehavior         connection interval, packets per event, loss, drift, link drops, battery
+    StreamEngine           the transport-independent timing model (also drives the unit-test fake)
+    emulator_missing_reason  None if dbus-daemon and bluezoo are installed, else what to install
+
+bluezoo (GPL-2.0-only) is a test/dev tool: it runs only as a separate process.
+"""
+from ._bluezoo import BluezooEmulator, EmulatorUnavailableError, emulator_missing_reason, peripheral_address
+from ._engine import OutgoingPacket, SensorBehavior, StreamEngine
+from ._sensor import VirtualSensor
+
+__all__ = ["BluezooEmulator", "EmulatorUnavailableError", "emulator_missing_reason", "peripheral_address",
+           "VirtualSensor", "SensorBehavior", "StreamEngine", "OutgoingPacket"]
