@@ -1,0 +1,59 @@
+"""Builders for the JSON payloads (dicts ready for :func:`encode_json`) from runform's typed events."""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from runform.dsp import ACTIVITY_NAMES, SIDE_LEFT, SIDE_RIGHT
+
+from ._schema import SCHEMA_CONTROL, SCHEMA_CUE, SCHEMA_REPLY, SCHEMA_STATUS, SCHEMA_STEPS
+
+_STEP_FLOAT_FIELDS = ("ic_s", "tc_s", "gct_ms", "flight_ms", "step_time_ms", "cadence_spm", "cadence_smoothed_spm",
+                      "duty_factor", "peak_accel_g", "loading_rate_gps", "peak_vgrf_bw")
+_ROUND = {"ic_s": 6, "tc_s": 6}
+
+
+def steps_payload(runner: str, sensor: str, site: str, steps: np.ndarray) -> dict:
+    """STEP_DTYPE array -> ``runform.steps.v1`` dict (column-wise conversion, NaN -> null)."""
+    cols: dict[str, list] = {}
+    for f in _STEP_FLOAT_FIELDS:
+        a = np.round(steps[f].astype(np.float64), _ROUND.get(f, 3))
+        cols[f] = [None if v != v else v for v in a.tolist()]  # v != v: NaN
+    side = steps["side"]
+    cols["side"] = np.where(side == SIDE_LEFT, "L", np.where(side == SIDE_RIGHT, "R", "")).tolist()
+    cols["side"] = [s or None for s in cols["side"]]
+    cols["clipped"] = steps["clipped"].astype(bool).tolist()
+    cols["activity"] = [ACTIVITY_NAMES.get(a, "unknown") for a in steps["activity"].tolist()]
+    keys = list(cols)
+    rows = [dict(zip(keys, vals)) for vals in zip(*(cols[k] for k in keys))]
+    return {"schema": SCHEMA_STEPS, "runner": runner, "sensor": sensor, "site": site,
+            "time_unix_s": time.time(), "steps": rows}
+
+
+def cue_payload(runner: str, cue, cue_id: int, *, now_unix_s: float | None = None) -> dict:
+    now = time.time() if now_unix_s is None else now_unix_s
+    return {"schema": SCHEMA_CUE, "runner": runner, "cue_id": int(cue_id), "kind": cue.kind, "code": cue.code,
+            "text": cue.text, "bpm": cue.bpm, "priority": int(cue.priority), "time_s": float(cue.time_s),
+            "time_unix_s": now, "ttl_s": float(cue.ttl_s), "expires_unix_s": now + float(cue.ttl_s),
+            "trigger_arrival_ns": cue.trigger_arrival_ns}
+
+
+def status_payload(runner: str, state: str, edge_id: str, *, reason: str | None = None, **extra: Any) -> dict:
+    d = {"schema": SCHEMA_STATUS, "runner": runner, "state": state, "edge_id": edge_id,
+         "time_unix_s": time.time(), "reason": reason}
+    d.update(extra)
+    return d
+
+
+def control_payload(command: str, args: dict | None = None, request_id: str | None = None) -> dict:
+    return {"schema": SCHEMA_CONTROL, "request_id": request_id or uuid.uuid4().hex[:16], "command": command,
+            "args": dict(args or {})}
+
+
+def reply_payload(runner: str, *, ok: bool, request_id: str | None, command: str | None, issuer: str | None,
+                  reason: str | None = None, state: dict | None = None) -> dict:
+    return {"schema": SCHEMA_REPLY, "runner": runner, "request_id": request_id, "command": command,
+            "issuer": issuer, "ok": bool(ok), "reason": reason, "time_unix_s": time.time(), "state": state or {}}

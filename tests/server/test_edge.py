@@ -1,0 +1,133 @@
+"""The edge process end to end: simulator -> journal -> real detector -> cues -> real Mosquitto."""
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runform.server import mqtt as m
+from runform.server.cues import CueConfig
+from runform.server.edge import Edge, JournalReplaySource, RunnerConfig, SimulatorSource
+from runform.server.programs import load_program
+
+from .conftest import PASSWORD, SPEC
+
+pytest.importorskip("runform.firmware_bridge.simulator")
+pytest.importorskip("runform.firmware_bridge.journal")
+
+
+def settings(port):
+    return m.MqttSettings(port=port, username="edge", password=PASSWORD, reconnect_min_s=0.2, reconnect_max_s=1.0)
+
+
+def chatty_cues():
+    # target far above the simulated 170 spm: a "quicker" reminder about every second
+    return CueConfig(target_cadence_spm=185, tolerance_spm=5, confirm_s=0.5, min_spoken_interval_s=1.0,
+                     reminder_interval_s=1.0, imbalance_limit_pct=None)
+
+
+def test_broker_killed_and_restarted_mid_run(fresh_mosquitto, mqtt_sub, tmp_path):
+    b = fresh_mosquitto.start()
+    sub = mqtt_sub(b.port, "edge", topics=[m.runner_filter("alice")]).start()
+    src = SimulatorSource("alice", sites=("sacrum",), duration_s=12.0, speed=1.0, seed=3)
+    cfg = RunnerConfig("alice", mqtt=settings(b.port), journal_dir=tmp_path / "journal", cue=chatty_cues(),
+                       access=SPEC)
+    edge = Edge([src], {"alice": cfg})
+    marks = {}
+
+    async def outage():
+        await asyncio.sleep(4.5)
+        marks["down"] = time.time()
+        await asyncio.to_thread(b.kill)  # crash: no clean shutdown
+        await asyncio.sleep(3.5)
+        await asyncio.to_thread(b.start)
+        marks["up"] = time.time()
+
+    async def main():
+        t = asyncio.create_task(outage())
+        stats = await edge.run()
+        await t
+        return stats
+
+    stats = asyncio.run(main())["alice"]
+    time.sleep(0.3)
+    p = edge.pipelines["alice"]
+    # 1. the journal is complete: every packet the source produced is on disk, outage or not
+    from runform.firmware_bridge.journal import JournalReader
+    files = list((tmp_path / "journal" / "alice").glob("*.rfj"))
+    assert len(files) == 1
+    assert sum(1 for _ in JournalReader(files[0]).packets()) == src.packets_ == stats["journaled_packets"] == 300
+    # 2. cues before the outage and after the restart; none delivered after its expiry
+    cues = [(x, json.loads(x.payload)) for x in sub.on("/cues")]
+    assert any(x.recv_unix_s < marks["down"] for x, _ in cues)
+    assert any(x.recv_unix_s > marks["up"] for x, _ in cues)
+    for x, c in cues:
+        m.decode_json(x.payload, m.SCHEMA_CUE)
+        assert x.recv_unix_s <= c["expires_unix_s"] + 0.3, "stale cue delivered late"
+    assert stats["mqtt_stale_cues"] >= 1  # cues made during the outage were dropped, not delivered late
+    # 3. status: online again after the restart (birth on reconnect), offline after the clean stop
+    statuses = [(x, json.loads(x.payload)) for x in sub.on("/status")]
+    assert any(x.recv_unix_s > marks["up"] and s["state"] == "online" for x, s in statuses)
+    assert statuses[-1][1]["state"] == "offline" and statuses[-1][1]["reason"] == "edge stopped"
+    assert p.link.counters["connects"] >= 2
+    # 4. steps (QoS1) kept flowing; metrics resumed
+    assert any(x.recv_unix_s > marks["up"] for x in sub.on("/metrics"))
+    steps = [s for x in sub.on("/steps") for s in json.loads(x.payload)["steps"]]
+    ic = np.array([s["ic_s"] for s in steps])
+    assert len(ic) > 15 and np.all(np.diff(np.unique(ic)) > 0.2)
+
+
+def test_program_interval_cues_and_live_control_via_broker(mosquitto, mqtt_sub, tmp_path):
+    from .test_mqtt_broker import publish_one
+    sub = mqtt_sub(mosquitto.port, "pt", topics=[m.runner_filter("alice")]).start()
+    prog = load_program("demo-short")
+    src = SimulatorSource("alice", sites=("sacrum",), duration_s=40.0, speed=4.0, seed=5)
+    cfg = RunnerConfig("alice", mqtt=settings(mosquitto.port), program=prog, access=SPEC,
+                       cue=CueConfig(min_spoken_interval_s=2.0, imbalance_limit_pct=None))
+    edge = Edge([src], {"alice": cfg})
+
+    async def therapist():
+        await asyncio.sleep(1.0)
+        ok = await asyncio.to_thread(publish_one, mosquitto.port, "pt", m.control_topic("alice", "pt"),
+                                     m.encode_json(m.control_payload("advance_interval", {}, "adv1")))
+        assert ok == "Success"
+        await asyncio.to_thread(publish_one, mosquitto.port, "pt", m.control_topic("alice", "pt"),
+                                m.encode_json(m.control_payload("raw_on", {}, "raw1")))
+
+    async def main():
+        t = asyncio.create_task(therapist())
+        await edge.run()
+        await t
+
+    asyncio.run(main())
+    time.sleep(0.3)
+    cues = [json.loads(x.payload) for x in sub.on("/cues")]
+    interval_cues = [c for c in cues if c["kind"] == "interval"]
+    assert interval_cues[0]["code"] == "interval_walk"
+    # the therapist skipped the first walk: the run interval starts within ~1-2 s of stream time, not at 20 s
+    run_cue = next(c for c in interval_cues if c["code"] == "interval_run")
+    assert run_cue["time_s"] - interval_cues[0]["time_s"] < 10.0
+    replies = {json.loads(x.payload)["request_id"]: json.loads(x.payload) for x in sub.on("control/reply")}
+    assert replies["adv1"]["ok"] and replies["raw1"]["ok"]
+    raws = sub.on("/raw")
+    assert raws, "raw publishing was switched on"
+    blk = m.decode_raw(raws[-1].payload)
+    assert blk.site == "sacrum" and blk.acc_ms2.shape == (20, 3) and blk.gyr_dps is not None
+    assert raws[-1].props.ContentType == m.RAW_CONTENT_TYPE
+
+
+def test_replay_of_a_journal_gives_the_same_steps(tmp_path):
+    """Record with the simulator (journal on), replay the journal: the DSP sees the same samples."""
+    src = SimulatorSource("alice", sites=("sacrum",), duration_s=20.0, speed=0, seed=9)
+    e1 = Edge([src], {"alice": RunnerConfig("alice", journal_dir=tmp_path)})
+    asyncio.run(e1.run())
+    n1 = e1.pipelines["alice"].counters["steps"]
+    f = next((tmp_path / "alice").glob("*.rfj"))
+    rep = JournalReplaySource(f, "alice", speed=0)
+    e2 = Edge([rep], {"alice": RunnerConfig("alice")})
+    asyncio.run(e2.run())
+    p2 = e2.pipelines["alice"]
+    assert p2.counters["samples"] == 20.0 * 500
+    assert n1 > 40 and abs(p2.counters["steps"] - n1) <= 1
