@@ -111,7 +111,7 @@ class SimulatorSource:
         self._protocols = {}
         self.sensors = []
         for k, site in enumerate(sites):
-            stream = SimulatorStream(profile, site, sampling_rate_hz=sampling_rate_hz, seed=seed + 17 * k,
+            stream = SimulatorStream(profile, site, sampling_rate_hz=sampling_rate_hz, seed=seed,  # one runner: every site shares the step sequence
                                      segments=segments, range_g=range_g, gyro=gyro)
             cfg = self._make_config(v1, sampling_rate_hz, range_g, gyro, site, stream)
             proto = v1.RunformV1(cfg)
