@@ -13,7 +13,7 @@ SYS_STAMP := $(VENV)/.runform-sysdeps
 APT_PACKAGES ?= mosquitto mosquitto-clients dbus-daemon
 SYS_COMMANDS ?= mosquitto dbus-daemon
 
-.PHONY: demo test validate bench warmup sysdeps clean
+.PHONY: demo test validate bench peers-venv warmup sysdeps clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "runform needs Python >= 3.11, found " + sys.version' \
@@ -47,13 +47,29 @@ warmup: $(STAMP)
 demo: $(STAMP) sysdeps
 	$(BIN)/runform demo
 
+# The whole suite, then the numerical tests again with numba's JIT off: the kernels must give the same
+# results as plain Python (this is also how coverage of kernel bodies is measured).
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/dsp tests/cli/test_analyze.py $(PYTEST_ARGS)
 
 validate: $(STAMP)
 	$(BIN)/runform validate --out docs/accuracy.md
 
-bench: $(STAMP)
+# Peer libraries (gaitmap, gaitmap-mad, mobgap) timed by the bench live in their own venv, never in $(VENV);
+# created only here (not by `make test`). A failed install does not stop the bench: it reports the error.
+PEERS_VENV ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.peers-installed
+peers-venv: $(PEERS_STAMP)
+$(PEERS_STAMP): tools/peers/requirements.txt
+	@echo "setting up $(PEERS_VENV) (peers for the bench; log in $(PEERS_VENV)/install.log)"
+	@mkdir -p $(PEERS_VENV)
+	@if { [ -x $(PEERS_VENV)/bin/python ] || $(PYTHON) -m venv $(PEERS_VENV) > $(PEERS_VENV)/install.log 2>&1; } \
+	   && $(PEERS_VENV)/bin/python -m pip install --quiet -r tools/peers/requirements.txt >> $(PEERS_VENV)/install.log 2>&1; \
+	then touch $@; \
+	else echo "WARNING: installing the peers failed (see $(PEERS_VENV)/install.log); the bench reports it and goes on"; fi
+
+bench: $(STAMP) peers-venv
 	$(BIN)/runform bench --out docs/benchmarks.md
 
 clean:

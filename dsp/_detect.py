@@ -122,8 +122,9 @@ def sacrum_kernel(params, v_g, vf_g, ml_g, norm_g, maxabs_g, state):
     LP_STRIDE_MAX_N,
     LP_CLIP_G,
     LP_EMA,
-) = range(11)
-LIMB_PARAMS_SIZE = 11
+    LP_DECAY,
+) = range(12)
+LIMB_PARAMS_SIZE = 12
 (
     _LS_N,
     _LS_MODE,
@@ -211,6 +212,10 @@ def limb_kernel(params, norm_g, jerk_gpms, tc_sig, maxabs_g, state):
             mode = 0.0  # a sharper impact: the candidate was not a heel strike
             st[_LS_LAST_IC] = -1e18
         if mode == 0.0:
+            # no contact for 1.5 strides (a slower gait, e.g. walking after running): let the learned
+            # impact level fade so softer impacts trigger again
+            if idx - st[_LS_LAST_IC] > 1.5 * st[_LS_STRIDE_EMA]:
+                st[_LS_JERK_EMA] *= params[LP_DECAY]
             refract = params[LP_REFRACT_FRAC] * st[_LS_STRIDE_EMA]
             if refract < params[LP_REFRACT_MIN_N]:
                 refract = params[LP_REFRACT_MIN_N]

@@ -48,6 +48,7 @@ class LimbParams:
     stride0_ms: float = 750.0  # stride assumed before the first two contacts
     stride_max_ms: float = 1800.0  # longer gaps are pauses, not strides
     stride_ema: float = 0.3  # smoothing of the stride and impact-peak estimates
+    impact_level_half_life_s: float = 0.5  # learned impact level fades this fast once contacts stop
     tc_lowpass_hz: float = 15.0  # low-pass of the AP component before its TC minimum
     ic_bias_ms: float = 0.0
     tc_bias_ms: float = 0.0

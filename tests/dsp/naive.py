@@ -114,7 +114,7 @@ class LimbTwin:
 
     def __init__(self, params):
         (self.trig_min, self.trig_frac, self.refract_frac, self.refract_min, self.ic_win,
-         self.tc_min_frac, self.tc_max_frac, stride0, self.stride_max, self.clip, self.ema) = params
+         self.tc_min_frac, self.tc_max_frac, stride0, self.stride_max, self.clip, self.ema, self.decay) = params
         self.stride = stride0
         self.jerk_level = 0.0
         self.phase = "waiting"
@@ -139,6 +139,8 @@ class LimbTwin:
                 self.phase = "waiting"
                 self.last_trigger_peak = -np.inf
             if self.phase == "waiting":
+                if i - self.last_trigger_peak > 1.5 * self.stride:
+                    self.jerk_level *= self.decay
                 refract = max(self.refract_frac * self.stride, self.refract_min)
                 if j >= trig and i - self.last_trigger_peak >= refract:
                     self.phase = "impact"
