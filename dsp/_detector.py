@@ -78,9 +78,10 @@ class GaitEventDetector:
     params : SacrumParams | LimbParams, optional
         Override the site's tuned defaults.
     use_gyro : bool, optional
-        Limb sites: take toe-off from the gyroscope (peak rotation rate of the
+        Foot: take toe-off from the gyroscope (peak rotation rate of the
         push-off) instead of the accelerometer. ``None`` (default) decides on the
-        first chunk: gyro mode if ``gyr_dps`` is given.
+        first chunk: gyro mode for a foot sensor if ``gyr_dps`` is given (the
+        shank keeps its accelerometer feature: its largest rotation is mid-swing).
     body_frame : bool
         ``False`` (default): the sensor may be strapped on any way; the vertical
         is found from gravity and the AP axis from the horizontal variance.
@@ -219,7 +220,9 @@ class GaitEventDetector:
             if not np.isfinite(gyr).all():
                 raise DetectorInputError("gyr_dps contains NaN or inf")
         if self.use_gyro is None:
-            self.use_gyro = gyr is not None and self.site != "sacrum"
+            # the push-off rotation peak marks toe-off on the FOOT; on the shank the largest rotation rate
+            # is mid-swing, so the shank keeps the accelerometer feature unless told otherwise
+            self.use_gyro = gyr is not None and self.site == "foot"
         if n > block:
             return np.concatenate([
                 self._update(np.ascontiguousarray(acc[s:s + block]), t[s:s + block],

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.set_defaults(func=cmd_warmup)
 
     d = sub.add_parser("demo", help="run a simulated runner through the streaming DSP and print live steps",
-                       description="A simulated runner (virtual sacrum + shank sensors) paced in real time "
+                       description="A simulated runner (virtual sacrum, shank and foot sensors) paced in real time "
                                    "through the streaming detector; prints every step and the cadence.")
     d.add_argument("--duration", type=float, default=30.0, help="seconds to run (default 30)")
     d.add_argument("--speedup", type=float, default=1.0, help="play faster than real time (default 1)")
@@ -189,7 +189,7 @@ def cmd_demo(args) -> int:
     fs = 500.0
     profile = RunnerProfile(cadence_spm=166.0, speed_ms=3.2)
     segments = [Segment("stand", 3.0), Segment("run", max(args.duration - 3.0, 1.0))]
-    sites = ("sacrum", "shank_left")
+    sites = ("sacrum", "shank_left", "foot_right")
     streams = {s: SimulatorStream(profile, s, sampling_rate_hz=fs, seed=7, segments=segments) for s in sites}
     dets = {s: GaitEventDetector(s, fs) for s in sites}
     chunk = 20
