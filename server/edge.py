@@ -615,12 +615,18 @@ class Edge:
             self.pipelines[src.runner] = RunnerPipeline(cfg, list(src.sensors), detector_factory=detector_factory)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._warm = detector_factory is not default_detector_factory  # test doubles need no compilation
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self, duration_s: float | None = None) -> dict:
         loop = asyncio.get_running_loop()
+        if not self._warm:
+            # compile / load the numba kernels before any sensor streams, so the first packets are not late
+            from runform.dsp import warmup
+            await loop.run_in_executor(None, warmup)
+            self._warm = True
         for p in self.pipelines.values():
             p.open(loop)
         try:
