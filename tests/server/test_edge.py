@@ -35,6 +35,8 @@ def test_broker_killed_and_restarted_mid_run(fresh_mosquitto, mqtt_sub, tmp_path
     cfg = RunnerConfig("alice", mqtt=settings(b.port), journal_dir=tmp_path / "journal", cue=chatty_cues(),
                        access=SPEC)
     edge = Edge([src], {"alice": cfg})
+    from runform.dsp import warmup
+    warmup()  # compile first, so the outage timeline below starts with data already flowing
     marks = {}
 
     async def outage():
