@@ -12,8 +12,16 @@ Method (see /work/shared/reference/timestamping.md):
      over the packets' LAST samples: the least delayed packets carry the offset plus the minimal link latency.
 4. Every sample's time = offset + rate × its own sensor time (spacing = the sample period measured on the
    sensor clock, which absorbs IMU output-data-rate errors).
-5. A tick that is inconsistent with the arrival time (backwards, or a jump beyond ``max_latency_s``) starts a
-   new segment (sensor reset after a reconnect); the drift estimate carries over (same oscillator).
+5. Clock resets start a new segment (the drift estimate carries over: same oscillator):
+   * a tick that goes BACKWARDS relative to the newest packet of the sensor by more than
+     ``backwards_tolerance_samples`` sample periods, however small the jump (a sensor that reboots 0.1 s after it
+     started streaming); a packet the sequence numbers identify as reordered (its tick fits its older sequence
+     number) is not a reset, and a sequence number that restarts while the tick goes backwards corroborates it;
+   * a tick inconsistent with the arrival time: ahead of it by more than ``jump_tolerance_s`` (forward jump) or
+     behind it by more than ``max_latency_s``;
+   * a step back hidden from the ticks (the new tick is still ahead of the last delivered one, e.g. long Polar
+     frames): the per-bin minimum delay stays more than ``step_detect_s`` above the envelope for
+     ``step_detect_bins`` bins in a row (queueing delays some packets of a bin, never all of them).
 Sensors without a clock are arrival-stamped (``arrival_stamped=True``): last sample at arrival − latency.
 
 Limits: the envelope includes the minimal link latency (about 0.2 ms in the simulation). If the packet period is
@@ -60,6 +68,15 @@ class ClockSync:
     max_latency_s : float
         A packet arriving more than this after its mapped last-sample time, or more than ``jump_tolerance_s``
         before it, means the sensor clock jumped: a new segment starts.
+    backwards_tolerance_samples : float
+        A packet whose tick is more than this many sample periods BEHIND the newest packet's tick is a clock
+        reset (new segment) unless ``update_packet(..., reordered=True)`` says it is an older packet arriving
+        late. Smaller steps back (at most a few periods) are treated as overlap / duplicates.
+    step_detect_s, step_detect_bins : float, int
+        A clock step back that leaves the tick AHEAD of the last delivered one (sparse packets) shows only in the
+        arrival times: when the least delayed packet of ``step_detect_bins`` consecutive bins lies more than
+        ``step_detect_s`` above the envelope, a new segment starts (those bins are kept out of the fit).
+        ``step_detect_s=0`` disables this.
     min_latency_s : float
         Known minimal link latency subtracted from the envelope (0: the envelope itself is the best estimate).
 
@@ -73,11 +90,17 @@ class ClockSync:
     measured_rate_hz_ : float   sampling rate in host seconds (1 / (period × rate))
     last_first_tick_ : int      unwrapped tick of the first sample of the last packet
     last_gap_samples_ : int     samples missing between the previous and the last packet (tick continuity)
+    resets_backwards_ : int     segments started because the tick went backwards
+    resets_inconsistent_ : int  segments started because the tick disagreed with the arrival time
+    resets_forced_ : int        segments started on request (``reset=True``)
+    resets_delay_step_ : int    segments started because the arrival delays stepped up for good (see step_detect_s)
     """
 
     def __init__(self, tick_hz: float | None, sampling_rate_hz: float, *, tick_bits: int | None = 32,
                  window_s: float = 20.0, bin_s: float = 0.5, drift_time_constant_s: float = 300.0,
-                 max_latency_s: float = 5.0, jump_tolerance_s: float = 0.5, min_latency_s: float = 0.0) -> None:
+                 max_latency_s: float = 5.0, jump_tolerance_s: float = 0.5, min_latency_s: float = 0.0,
+                 backwards_tolerance_samples: float = 3.0, step_detect_s: float = 0.05,
+                 step_detect_bins: int = 3) -> None:
         if not sampling_rate_hz > 0:
             raise ValueError(f"sampling_rate_hz must be positive, got {sampling_rate_hz}")
         if tick_hz is not None and not tick_hz > 0:
@@ -91,6 +114,12 @@ class ClockSync:
         self.max_latency_s = float(max_latency_s)
         self.jump_tolerance_s = float(jump_tolerance_s)
         self.min_latency_s = float(min_latency_s)
+        if not backwards_tolerance_samples >= 0:
+            raise ValueError(f"backwards_tolerance_samples must be >= 0, got {backwards_tolerance_samples}")
+        self.backwards_tolerance_samples = float(backwards_tolerance_samples)
+        self.step_detect_s = float(step_detect_s)
+        self.step_detect_bins = int(step_detect_bins)
+        self.resets_backwards_ = self.resets_inconsistent_ = self.resets_forced_ = self.resets_delay_step_ = 0
         self._set_bins(self.bin_s)
         self.segment_ = -1
         self._d = 0.0                                        # drift (rate - 1)
@@ -135,9 +164,33 @@ class ClockSync:
         first sample (of the last one if ``tick_is_last``); None -> arrival stamping."""
         return self.update_packet(tick, n, arrival_ns, tick_is_last)[0]
 
-    def update_packet(self, tick: int | None, n: int, arrival_ns: int, tick_is_last: bool = False
-                      ) -> tuple[np.ndarray, int, int]:
-        """Like ``update`` and also returns ``(time_s, unwrapped first tick, segment)``."""
+    def peek_step_samples(self, tick: int | None, n: int, arrival_ns: int, tick_is_last: bool = False
+                          ) -> tuple[float, float] | None:
+        """Where a packet would lie relative to the newest one, without changing any state: ``(first, last)`` =
+        positions of its first and last sample minus that of the newest packet's last sample, in sample periods.
+        A directly following packet of n samples gives about ``(1, n)``, a repeated one ``(1 - n, 0)``, an older
+        one less. None before the first packet and for arrival-stamped sensors."""
+        if self.tick_hz is None or tick is None or self.segment_ < 0:
+            return None
+        pt = self.period_s_ * self.tick_hz
+        u = self._unwrap(int(tick), arrival_ns)
+        u_first = u - (n - 1) * pt if tick_is_last else u
+        return (u_first - self._last_end) / pt, (u_first + (n - 1) * pt - self._last_end) / pt
+
+    def _is_backwards(self, u: int, n: int, tick_is_last: bool) -> bool:
+        pt = self.period_s_ * self.tick_hz
+        u_first = u - (n - 1) * pt if tick_is_last else u
+        tol = self.backwards_tolerance_samples
+        # before the newest packet's end by more than the tolerance, and not simply the same packet again
+        return (u_first - self._last_end) / pt < -tol and abs(u_first + (n - 1) * pt - self._last_end) / pt > tol
+
+    def update_packet(self, tick: int | None, n: int, arrival_ns: int, tick_is_last: bool = False, *,
+                      reordered: bool = False, reset: bool = False) -> tuple[np.ndarray, int, int]:
+        """Like ``update`` and also returns ``(time_s, unwrapped first tick, segment)``.
+
+        ``reordered=True``: the caller knows (sequence numbers) that this is an older packet arriving late, so a
+        tick behind the newest one is not a clock reset. ``reset=True``: start a new segment with this packet
+        (the caller detected a sensor restart)."""
         n = int(n)
         self.packets_ += 1
         if self.tick_hz is None or tick is None:
@@ -149,18 +202,30 @@ class ClockSync:
         u = self._unwrap(raw, arrival_ns)
         if self.segment_ < 0:
             self._new_segment(u, raw, arrival_ns, n, tick_is_last)
+        elif reset:
+            self.resets_forced_ += 1
+            self._new_segment(u, raw, arrival_ns, n, tick_is_last)
+        elif self._step_pending and not reordered:
+            self.resets_delay_step_ += 1
+            self._new_segment(u, raw, arrival_ns, n, tick_is_last)
+        elif not reordered and self._is_backwards(u, n, tick_is_last):
+            # the sensor clock went backwards: it restarted (reboot, brown-out, clock set), however small the jump
+            self.resets_backwards_ += 1
+            self._new_segment(u, raw, arrival_ns, n, tick_is_last)
         x_first, x_last = self._packet_x(u, n, tick_is_last)
         a_rel = (arrival_ns - self._a0_ns) / _NS
         # consistency of the tick with the arrival time -> same segment, else the sensor clock jumped
         c = self._offset_rel()
-        if math.isfinite(c):
+        if math.isfinite(c) and not reordered:
             delay = a_rel - (c + (1.0 + self._d) * x_last)
             if delay < -self.jump_tolerance_s or delay > self.max_latency_s:
+                self.resets_inconsistent_ += 1
                 self._new_segment(u, raw, arrival_ns, n, tick_is_last)
                 x_first, x_last = self._packet_x(u, n, tick_is_last)
                 a_rel = 0.0
         if u >= self._last_u:
             self._accept(u, raw, arrival_ns)
+            self._last_end = u + ((n - 1) * self.period_s_ * self.tick_hz if not tick_is_last else 0.0)
         # tick continuity: sample-period refinement and gap detection
         self.last_gap_samples_ = 0
         if self._prev_last_x is not None:
@@ -217,6 +282,7 @@ class ClockSync:
         # a bin must hold several packets for its minimum to reach the envelope (sparse, long packets)
         self._set_bins(max(self.bin_s, 8.0 * n / self.sampling_rate_hz))
         self._accept(u, raw, arrival_ns)
+        self._last_end = u + ((n - 1) * self.period_s_ * self.tick_hz if not tick_is_last else 0.0)
         self._tick0 = u - (int(round((n - 1) * self.period_s_ * self.tick_hz)) if tick_is_last else 0)
         self._a0_ns = int(arrival_ns)
         self._a0 = arrival_ns / _NS
@@ -229,6 +295,8 @@ class ClockSync:
         self._bin_x = 0.0
         self._bin_y = math.inf
         self._env_min = math.inf   # min over the closed bins of the window of y - d x
+        self._high_bins = 0
+        self._step_pending = False
         self._nrls = 0
 
     def _observe(self, x: float, y: float) -> None:
@@ -245,6 +313,16 @@ class ClockSync:
             self._bin_y, self._bin_x = y, x
 
     def _close_bin(self, x: float, y: float) -> None:
+        if math.isfinite(self._env_min) and self.step_detect_s > 0:
+            # the least delayed packet of a whole bin far above the envelope: not queueing (some packet of a bin
+            # gets through quickly) but the sensor clock stepped back without the tick showing it (the step
+            # stayed ahead of the last delivered tick). Kept out of the fit; several in a row -> new segment.
+            if y - self._d * x - self._env_min > self.step_detect_s:
+                self._high_bins += 1
+                if self._high_bins >= self.step_detect_bins:
+                    self._step_pending = True
+                return
+            self._high_bins = 0
         self._bins.append((x, y))
         # robust RLS step (residuals far above the line are queueing outliers: down-weighted)
         phi = np.array([1.0, x])
@@ -374,12 +452,27 @@ class PacketAccounting:
         self._count(n_samples)
         return u, "reordered"
 
+    def peek_delta(self, seq: int | None) -> int | None:
+        """Signed distance (packets) of ``seq`` from the newest sequence number, wrap-aware, without changing
+        state: 1 = the next packet, <= 0 = older or repeated. None without sequence numbers or before the first."""
+        if seq is None or self.seq_bits is None or self._hi is None:
+            return None
+        m = 1 << self.seq_bits
+        delta = (int(seq) - self._hi_raw) % m
+        return delta - m if delta >= m // 2 else delta
+
+    def on_duplicate(self) -> None:
+        """A repeated packet recognised by other means (the sensor tick, for protocols without a seq)."""
+        self.duplicates_ += 1
+
     def on_samples_lost(self, n: int) -> None:
-        """Samples missing according to the sensor clock (protocols without a sequence number)."""
+        """Samples missing according to the sensor clock (protocols without a sequence number): for those,
+        ``lost_`` grows by the number of packets the gap amounts to (at least one)."""
         if n > 0:
             self.samples_lost_ += int(n)
             if self.seq_bits is None:
-                self.lost_ += 1
+                per = self.samples_ / self.received_ if self.received_ else float(n)
+                self.lost_ += max(1, int(round(n / per))) if per > 0 else 1
 
     def on_malformed(self, err: MalformedPacketError | str) -> None:
         reason = err.reason if isinstance(err, MalformedPacketError) else str(err)
@@ -462,10 +555,27 @@ class SensorDecoder:
                                         pkt.cadence_spm, pkt.speed_ms, pkt.stride_length_m, pkt.total_distance_m,
                                         pkt.is_running, pkt.cadence_raw_per_min))
                 continue
-            useq, status = acc.on_packet(pkt.seq, pkt.n_samples, arrival_ns, pkt.restart)
+            restart, reset = pkt.restart, False
+            step = self.clock.peek_step_samples(pkt.tick, pkt.n_samples, arrival_ns, pkt.tick_is_last)
+            if step is not None:
+                tol = self.clock.backwards_tolerance_samples
+                first, last = step
+                d = acc.peek_delta(pkt.seq)
+                if d is None:                       # no sequence number: the tick alone tells
+                    if abs(last) <= tol:            # ends where the newest packet ended: sent twice
+                        acc.on_duplicate()
+                        continue
+                    reset = first < -tol            # the clock went back: the sensor restarted
+                elif d <= 0 or first < -tol:
+                    expected = (d - 1) * pkt.n_samples + 1   # where an older packet would start
+                    if abs(first - expected) > tol + 0.02 * abs(expected):
+                        restart = restart or d <= 0  # seq went back but not with the tick: the counter restarted
+                        reset = first < -tol         # ...and the clock restarted too (corroborated or alone)
+            useq, status = acc.on_packet(pkt.seq, pkt.n_samples, arrival_ns, restart)
             if status == "duplicate":
                 continue
-            time_s, first_tick, seg = self.clock.update_packet(pkt.tick, pkt.n_samples, arrival_ns, pkt.tick_is_last)
+            time_s, first_tick, seg = self.clock.update_packet(pkt.tick, pkt.n_samples, arrival_ns, pkt.tick_is_last,
+                                                               reordered=status == "reordered", reset=reset)
             if pkt.seq is None and self.clock.last_gap_samples_:
                 acc.on_samples_lost(self.clock.last_gap_samples_)
             acc.drift_ppm_ = self.clock.drift_ppm_

@@ -22,7 +22,11 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=float, default=4.0, metavar="S", help="scan duration in seconds (default 4)")
     p.add_argument("--adapter", default=None, help="BlueZ adapter, e.g. hci0 (default: system default)")
     p.add_argument("--all", action="store_true", help="list every BLE device, not only known sensor services")
-    p.add_argument("--battery", action="store_true", help="connect to read the battery when not advertised")
+    p.add_argument("--battery", action="store_true", default=True,
+                   help="connect to sensors that do not advertise their battery (Polar, RSC pods) and read it "
+                        "(default)")
+    p.add_argument("--no-battery", dest="battery", action="store_false",
+                   help="only what the advertisements say (faster: no connections)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_scan)
 
@@ -50,13 +54,18 @@ def register(sub) -> None:
 
     p = sub.add_parser("sensor-sim", help="emulated BLE stack + virtual sensors worn by simulated runners",
                        description="Start a private D-Bus bus with bluezoo (BlueZ emulator, GPL-2.0 test tool, "
-                                   "`pip install bluezoo==1.0.2`) and virtual runform v1 sensors fed by the "
-                                   "runner simulator. Prints the bus address and the sensors it serves; runs "
+                                   "`pip install bluezoo==1.0.2`) and virtual sensors (runform v1 IMUs, Polar H10 "
+                                   "PMD accelerometers, RSC foot pods) fed by the runner simulator. Prints the bus address and the sensors it serves; runs "
                                    "until Ctrl-C / SIGTERM or --duration.")
     p.add_argument("--runners", type=int, default=1, help="number of simulated runners (default 1)")
-    p.add_argument("--sites", nargs="+", default=["foot_left", "foot_right", "sacrum"],
-                   help="sensor sites per runner (default foot_left foot_right sacrum)")
-    p.add_argument("--rate", type=float, default=1000.0, metavar="HZ", help="sampling rate (default 1000)")
+    p.add_argument("--kind", nargs="+", choices=sorted(_SIM_KINDS), default=["runform"],
+                   help="sensor kinds per runner: runform (runform v1 IMU), polar (Polar H10, PMD ACC), "
+                        "rsc (Running Speed and Cadence foot pod); default runform")
+    p.add_argument("--sites", nargs="+", default=None,
+                   help="sensor sites per runner and kind (default: runform foot_left foot_right sacrum, "
+                        "polar sacrum, rsc foot_left)")
+    p.add_argument("--rate", type=float, default=None, metavar="HZ",
+                   help="sampling rate (default: runform 1000, polar 200; rsc pods send metrics once a second)")
     p.add_argument("--loss-pct", type=float, default=0.0, help="packets lost on air, percent")
     p.add_argument("--interval-ms", type=float, default=15.0, help="BLE connection interval (default 15 ms)")
     p.add_argument("--drift-ppm", type=float, default=20.0, help="sensor clock drift (default 20 ppm)")
@@ -98,11 +107,11 @@ def _scan(args) -> int:
     if not found:
         print("no sensors found" + ("" if args.all else " (try --all to list every BLE device)"))
         return 0
-    print(f"{'ADDRESS':<18} {'NAME':<16} {'KIND':<12} {'RSSI':>5} {'BATT':>5}")
+    print(f"{'ADDRESS':<18} {'NAME':<22} {'KIND':<11} {'RSSI':>5} {'BATT':>5}")
     for f in found:
         rssi = "" if f.rssi_dbm is None else str(f.rssi_dbm)
         batt = "" if f.battery_pct is None else f"{f.battery_pct}%"
-        print(f"{f.address:<18} {(f.name or '-')[:16]:<16} {(f.kind or '?'):<12} {rssi:>5} {batt:>5}")
+        print(f"{f.address:<18} {(f.name or '-')[:22]:<22} {(f.kind or '?'):<11} {rssi:>5} {batt:>5}")
     return 0
 
 
@@ -175,9 +184,18 @@ def _print_status(bridge, elapsed_s: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ sensor-sim
+_SIM_KINDS = {"runform": ("foot_left", "foot_right", "sacrum"), "polar": ("sacrum",), "rsc": ("foot_left",)}
+
+
+def _sim_plan(args) -> list[tuple[str, str]]:
+    """(kind, site) per runner."""
+    kinds = list(dict.fromkeys(args.kind))
+    return [(k, site) for k in kinds for site in (args.sites or _SIM_KINDS[k])]
+
+
 def _sensor_sim(args) -> int:
     from runform.firmware_bridge.virtual import BluezooEmulator, EmulatorUnavailableError
-    n = args.runners * len(args.sites)
+    n = args.runners * len(_sim_plan(args))
     if n < 1:
         print("error: nothing to simulate", file=sys.stderr)
         return 2
@@ -194,7 +212,7 @@ def _sensor_sim(args) -> int:
 
 
 async def _sensor_sim_async(emu, args) -> int:
-    from runform.firmware_bridge.virtual import SensorBehavior, VirtualSensor
+    from runform.firmware_bridge.virtual import SensorBehavior, VirtualPolarSensor, VirtualRscPod, VirtualSensor
     profile = None
     try:
         from runform.firmware_bridge.simulator import RunnerProfile
@@ -206,20 +224,27 @@ async def _sensor_sim_async(emu, args) -> int:
     for r in range(args.runners):
         if profile_cls is not None:
             profile = profile_cls(cadence_spm=args.cadence + 4 * r)
-        for site in args.sites:
+        for kind, site in _sim_plan(args):
             name, addr = emu.take_adapter()
             seed = 100 * r + len(sensors)
-            vs = VirtualSensor(site, sampling_rate_hz=args.rate, profile=profile, seed=seed,
-                               behavior=SensorBehavior(connection_interval_ms=args.interval_ms, loss_pct=args.loss_pct,
-                                                       clock_drift_ppm=args.drift_ppm * (1 if seed % 2 else -1),
-                                                       seed=seed))
+            beh = SensorBehavior(connection_interval_ms=args.interval_ms, loss_pct=args.loss_pct,
+                                 clock_drift_ppm=args.drift_ppm * (1 if seed % 2 else -1), seed=seed)
+            if kind == "polar":
+                vs = VirtualPolarSensor(site, sampling_rate_hz=args.rate or 200.0, profile=profile, seed=seed,
+                                        behavior=beh)
+            elif kind == "rsc":
+                vs = VirtualRscPod(site, profile=profile, seed=seed, behavior=beh)
+            else:
+                vs = VirtualSensor(site, sampling_rate_hz=args.rate or 1000.0, profile=profile, seed=seed,
+                                   behavior=beh)
             await vs.start(name, addr)
             sensors.append((f"runner{r + 1}", vs))
+            kind_name = {"runform": "runform_v1", "polar": "polar_pmd", "rsc": "rsc"}[kind]
             if args.json:
-                print(json.dumps({"runner": f"runner{r + 1}", "site": site, "address": addr, "name": vs.name,
-                                  "adapter": name}), flush=True)
+                print(json.dumps({"runner": f"runner{r + 1}", "kind": kind_name, "site": site, "address": addr,
+                                  "name": vs.name, "adapter": name}), flush=True)
             else:
-                print(f"runner{r + 1:<3} {site:<12} {addr}  {vs.name}  ({name})", flush=True)
+                print(f"runner{r + 1:<3} {kind_name:<11} {site:<12} {addr}  {vs.name}  ({name})", flush=True)
     print("serving; central adapter hci0. Record with e.g.: runform record --adapter hci0 " +
           " ".join(f"--sensor {vs.address_}={vs.site}@{runner}" for runner, vs in sensors[:3]) + " --out rec/",
           flush=True)

@@ -6,10 +6,7 @@ from .._errors import BridgeError, MalformedPacketError  # noqa: F401
 from .._types import MetricsBlock, SampleBlock  # noqa: F401
 from ..protocols import runform_v1  # noqa: F401  (registers the protocol)
 
-try:  # noqa: SIM105
-    from ..protocols import polar_pmd  # noqa: F401
-except ImportError:  # pragma: no cover
-    polar_pmd = None
+from ..protocols import polar_pmd, rsc  # noqa: F401,E402
 
 from ._decoder import SensorDecoder  # noqa: F401,E402
 

@@ -65,7 +65,8 @@ def load_bridge_config(path: str | Path) -> tuple[list[SensorSpec], dict]:
     entries = data.pop("sensor", [])
     if not isinstance(entries, list) or not entries:
         raise BridgeConfigError("no [[sensor]] tables", source=source)
-    allowed = {"address", "name", "runner", "site", "sensor_id", "sampling_rate_hz", "range_g", "gyro", "kind"}
+    allowed = {"address", "name", "runner", "site", "sensor_id", "sampling_rate_hz", "range_g", "gyro", "kind",
+               "cadence_convention"}
     specs = []
     for i, entry in enumerate(entries):
         where = f"{source} [[sensor]] #{i + 1}"

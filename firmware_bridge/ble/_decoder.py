@@ -41,9 +41,11 @@ class SensorDecoder:
         stats.packets_duplicate = s.duplicates
         stats.samples_received = s.samples
         stats.clock_segments = s.clock_segments
-        stats.measured_rate_hz = s.measured_rate_hz if math.isfinite(s.measured_rate_hz) else None
+        coarse = getattr(self.protocol, "coarse", False)
+        stats.measured_rate_hz = s.measured_rate_hz if math.isfinite(s.measured_rate_hz) and not coarse else None
         stats.drift_ppm = s.drift_ppm if math.isfinite(s.drift_ppm) else None
         if s.last_malformed_reason:
             stats.extra["last_malformed_reason"] = s.last_malformed_reason
         stats.extra["reordered"] = s.reordered
         stats.extra["restarts"] = s.restarts
+        stats.extra["samples_lost"] = s.samples_lost

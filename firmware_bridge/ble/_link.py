@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import Any
 from bleak import BleakClient
 from bleak.exc import BleakError
 
-from ._compat import SensorDecoder
+from ._compat import BridgeError, SensorDecoder
 from ._errors import BleError
 from ._profiles import Profile, profile_for
 from ._scan import _bluez_args, find_device
@@ -128,7 +129,7 @@ class SensorLink:
                     streamed = True
                 except asyncio.CancelledError:
                     raise
-                except (BleakError, BleError, asyncio.TimeoutError, EOFError, OSError, KeyError) as exc:
+                except (BleakError, BridgeError, asyncio.TimeoutError, EOFError, OSError, KeyError) as exc:
                     self._stats.connect_failures += 1
                     self._stats.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("%s: %s", self.sensor_id, self._stats.last_error)
@@ -154,11 +155,13 @@ class SensorLink:
                     pass
         finally:
             await self._teardown()
-            self._set_state("stopped")
+            if self._stats.state != "failed":  # keep "failed" visible (gave up / could not set up)
+                self._set_state("stopped")
 
     async def control(self, command: str, **params: Any) -> Any:
-        """Send a control-point command (``"start"``, ``"stop"``, ``"set_rate"``, ``"set_range"``,
-        ``"set_gyro"``...) to the connected sensor and wait for its response."""
+        """Send a command to the connected sensor and wait for its response. runform v1: ``"start"``,
+        ``"stop"``, ``"set_rate"``, ``"set_range"``, ``"set_gyro"``, ``"request_config"``; Polar PMD:
+        ``"start"``, ``"stop"``, ``"get_settings"``, ``"features"``; RSC: ``"features"``."""
         if self._client is None or self.profile_ is None or not self._client.is_connected:
             raise BleError(f"{self.sensor_id}: not connected")
         return await self.profile_.command(self, command, **params)
@@ -199,7 +202,9 @@ class SensorLink:
         else:
             self._decoder.set_protocol(protocol)  # same session: keep seq/clock state
             self.protocol_ = protocol
-        self._stats.nominal_rate_hz = getattr(protocol, "sampling_rate_hz", None)
+        rate = getattr(protocol, "sampling_rate_hz", None)
+        self._stats.nominal_rate_hz = rate if rate is not None and math.isfinite(rate) else None
+        self._stats.extra["kind"] = profile.kind
         if self.on_connected is not None:
             self.on_connected(self)
         await profile.start_streaming(self, client, self._on_data)

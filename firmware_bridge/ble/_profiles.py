@@ -17,14 +17,21 @@ from bleak.backends.scanner import AdvertisementData
 from ._compat import protocols, runform_v1
 from ._errors import BleError, SensorSetupError
 
-__all__ = ["Profile", "RunformV1Profile", "profile_for", "kind_from_uuids", "known_service_uuids",
-           "battery_from_advert", "BATTERY_LEVEL_UUID", "RUNFORM_COMPANY_ID", "advert_manufacturer_data"]
+__all__ = ["Profile", "RunformV1Profile", "profile_for", "register_profile", "supported_kinds", "kind_from_uuids",
+           "kind_from_advert", "known_service_uuids", "scan_service_uuids", "battery_from_advert",
+           "BATTERY_LEVEL_UUID", "RUNFORM_COMPANY_ID", "POLAR_COMPANY_ID", "advert_manufacturer_data"]
 log = logging.getLogger(__name__)
 
 BATTERY_LEVEL_UUID = "00002a19-0000-1000-8000-00805f9b34fb"
 #: Bluetooth SIG company id 0xFFFF ("no company, for testing") carries runform's advert payload:
 #: ``b"RF" | u8 protocol version | u8 battery %``.
 RUNFORM_COMPANY_ID = 0xFFFF
+#: Bluetooth SIG company id of Polar Electro Oy (manufacturer data of Polar adverts).
+POLAR_COMPANY_ID = 0x006B
+#: Polar devices advertise Heart Rate (0x180D) and Polar's 16-bit UUID (0xFEEE), not the 128-bit PMD UUID
+#: (it does not fit the advertisement); scans must ask for these to see them.
+_POLAR_ADVERT_UUIDS = ("0000180d-0000-1000-8000-00805f9b34fb", "0000feee-0000-1000-8000-00805f9b34fb")
+_POLAR_PMD_NAMES = ("Polar H10", "Polar Sense", "Polar Verity", "Polar OH1")
 
 
 def advert_manufacturer_data(battery_pct: int, version: int = 1) -> dict[int, bytes]:
@@ -46,11 +53,29 @@ def known_service_uuids() -> list[str]:
     return sorted(set(out))
 
 
+def scan_service_uuids() -> list[str]:
+    """What a sensor scan filters on: every protocol's service UUIDs plus what Polar devices advertise."""
+    return sorted(set(known_service_uuids()) | set(_POLAR_ADVERT_UUIDS))
+
+
 def kind_from_uuids(uuids) -> str | None:
     try:
         return protocols.protocol_for_services(uuids).kind
     except Exception:
         return None
+
+
+def kind_from_advert(uuids, name: str | None = None, manufacturer_data: dict | None = None) -> str | None:
+    """Protocol kind of an advertising device: from its service UUIDs, else from Polar's advert (company id
+    0x006B or a ``Polar H10 …`` / ``Polar Sense …`` name: models with PMD accelerometer streaming)."""
+    kind = kind_from_uuids(uuids)
+    if kind is not None:
+        return kind
+    if name and name.startswith(_POLAR_PMD_NAMES):
+        return "polar_pmd"
+    if manufacturer_data and POLAR_COMPANY_ID in manufacturer_data and name and name.startswith("Polar"):
+        return "polar_pmd"
+    return None
 
 
 class Profile:
@@ -201,6 +226,17 @@ class RunformV1Profile(Profile):
 
 
 _PROFILES: dict[str, type[Profile]] = {"runform_v1": RunformV1Profile}
+
+
+def register_profile(cls: type[Profile]) -> type[Profile]:
+    """Make a connection profile available for its protocol ``kind``."""
+    _PROFILES[cls.kind] = cls
+    return cls
+
+
+def supported_kinds() -> list[str]:
+    """Protocol kinds runform can connect to (a BLE connection profile exists)."""
+    return sorted(_PROFILES)
 
 
 def profile_for(client: BleakClient, spec) -> Profile:

@@ -10,7 +10,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
 from ._errors import SensorNotFoundError
-from ._profiles import BATTERY_LEVEL_UUID, battery_from_advert, known_service_uuids, kind_from_uuids
+from ._profiles import BATTERY_LEVEL_UUID, battery_from_advert, kind_from_advert, scan_service_uuids
 from ._types import FoundSensor
 
 __all__ = ["scan", "find_device"]
@@ -34,17 +34,20 @@ async def scan(timeout_s: float = 3.0, adapter: str | None = None, *, service_uu
         BlueZ adapter (``"hci0"``); None = the system default.
     service_uuids
         Only devices advertising one of these services. Default: every sensor protocol runform
-        speaks (`known_service_uuids`); ``all_devices=True`` lists everything.
+        speaks (`scan_service_uuids`: runform v1, RSC, and what Polar devices advertise) and only
+        devices whose kind is known (e.g. a non-Polar heart-rate strap is left out);
+        ``all_devices=True`` lists everything.
     read_battery
-        Connect to sensors whose advertisement carries no battery level and read the Battery
-        Service (slower: one connection per sensor, serialized).
+        Connect to sensors whose advertisement carries no battery level (Polar, RSC pods) and read
+        the Battery Service (slower: one connection per sensor, serialized).
     backend
         A bleak scanner backend class (tests).
     lock
         Serializes scanning/connecting with other users of the adapter (a `Bridge` passes its own).
     """
-    if service_uuids is None and not all_devices:
-        service_uuids = known_service_uuids()
+    known_only = service_uuids is None and not all_devices
+    if known_only:
+        service_uuids = scan_service_uuids()
     seen: dict[str, tuple[BLEDevice, AdvertisementData]] = {}
 
     def on_advert(device: BLEDevice, adv: AdvertisementData) -> None:
@@ -61,8 +64,12 @@ async def scan(timeout_s: float = 3.0, adapter: str | None = None, *, service_uu
     for addr, (dev, adv) in seen.items():
         uuids = tuple(u.lower() for u in adv.service_uuids)
         battery = battery_from_advert(adv)
-        found.append(FoundSensor(address=addr, name=adv.local_name or dev.name, kind=kind_from_uuids(uuids),
-                                 rssi_dbm=adv.rssi, battery_pct=battery, service_uuids=uuids, adapter=adapter))
+        name = adv.local_name or dev.name
+        kind = kind_from_advert(uuids, name, adv.manufacturer_data)
+        if known_only and kind is None:
+            continue
+        found.append(FoundSensor(address=addr, name=name, kind=kind, rssi_dbm=adv.rssi, battery_pct=battery,
+                                 service_uuids=uuids, adapter=adapter))
     if read_battery:
         out = []
         for fs in found:

@@ -39,6 +39,7 @@ class SensorSpec:
     range_g: float | None = None
     gyro: bool | None = None
     kind: str | None = None  #: protocol kind; None = detect from the advertised services
+    cadence_convention: str | None = None  #: RSC pods: "auto" (None), "steps" or "strides"
 
     def __post_init__(self):
         if not self.address and not self.name:
@@ -49,6 +50,8 @@ class SensorSpec:
             object.__setattr__(self, "sensor_id", f"{self.runner}.{self.site}")
         if self.address:
             object.__setattr__(self, "address", self.address.upper())
+        if self.cadence_convention not in (None, "auto", "steps", "strides"):
+            raise ValueError(f"cadence_convention must be auto, steps or strides, got {self.cadence_convention!r}")
 
     @property
     def identifier(self) -> str:

@@ -42,7 +42,8 @@ class SensorBehavior:
     battery_drain_pct_per_h: float = 6.0
     disconnect_at_s: tuple[float, ...] = ()  #: the sensor drops the link (peripheral side) at these times
     stop_at_s: float | None = None  #: the sensor dies (drops the link, stops advertising)
-    tick_jump_at_s: float | None = None  #: the sensor clock restarts from 0 (e.g. a brown-out reset)
+    tick_jump_at_s: float | None = None  #: the sensor clock restarts (e.g. a brown-out reset)...
+    tick_jump_to_s: float = 0.0  #: ...reading this many seconds right after the jump (0 = from scratch)
     powered_on_for_s: float = 37.0  #: sensor clock reading (s) when streaming starts (it runs since power-on)
     seed: int = 0
 
@@ -78,7 +79,8 @@ class StreamEngine:
     source
         ``read(n) -> (acc_ms2, gyr_dps|None, time_s, sensor_tick)``, time_s in true seconds since start.
     encoder
-        ``(seq, first_tick, acc_ms2, gyr_dps) -> bytes``.
+        ``(seq, first_tick, acc_ms2, gyr_dps) -> bytes``; with ``encoder_ticks=True`` it gets the packet's
+        whole tick array instead of the first tick (protocols that stamp the LAST sample, e.g. Polar PMD).
     samples_per_packet
         Samples per notification.
     behavior
@@ -86,13 +88,15 @@ class StreamEngine:
     """
 
     def __init__(self, source: SampleSource, encoder: Encoder, samples_per_packet: int, behavior: SensorBehavior,
-                 tick_hz: float = 32768.0):
+                 tick_hz: float = 32768.0, encoder_ticks: bool = False):
         if samples_per_packet < 1:
             raise ValueError(f"samples_per_packet must be >= 1, got {samples_per_packet}")
         self.source = source
         self.encoder = encoder
         self.samples_per_packet = int(samples_per_packet)
         self.behavior = behavior
+        self.encoder_ticks = bool(encoder_ticks)
+        self.tick_hz = float(tick_hz)
         self._rng = np.random.default_rng(behavior.seed)
         self._pending: tuple | None = None  # one packet's samples read ahead
         self._buf: tuple | None = None
@@ -145,7 +149,7 @@ class StreamEngine:
             self._pending = None
             if b.tick_jump_at_s is not None and not self._tick_jumped and time_s[0] >= b.tick_jump_at_s:
                 self._tick_jumped = True
-                self._tick_offset = -int(tick[0])
+                self._tick_offset = int(round(b.tick_jump_to_s * self.tick_hz)) - int(tick[0])
             seq = self._seq
             self._seq += 1
             self.packets_made_ += 1
@@ -159,7 +163,10 @@ class StreamEngine:
                 self.packets_lost_air_ += 1
                 self._note_lost(seq)
                 continue
-            data = self.encoder(seq, first_tick, acc, gyr)
+            if self.encoder_ticks:
+                data = self.encoder(seq, np.asarray(tick, dtype=np.int64) + self._tick_offset, acc, gyr)
+            else:
+                data = self.encoder(seq, first_tick, acc, gyr)
             malformed = False
             if b.malformed_pct and self._rng.random() * 100.0 < b.malformed_pct:
                 malformed = True

@@ -5,7 +5,7 @@ import contextlib
 
 import pytest
 
-from runform.firmware_bridge.virtual import BluezooEmulator, VirtualSensor, emulator_missing_reason
+from runform.firmware_bridge.virtual import BluezooEmulator, VirtualRscPod, VirtualSensor, emulator_missing_reason
 
 from ._synth import default_source
 
@@ -25,15 +25,17 @@ def emulator():
 
 @pytest.fixture
 async def sensors(emulator):
-    """Factory: ``await sensors(site, **VirtualSensor kwargs)`` -> started VirtualSensor (stopped after the test)."""
+    """Factory: ``await sensors(site, cls=VirtualSensor, **kwargs)`` -> a started virtual sensor (runform v1;
+    ``cls=VirtualPolarSensor`` / ``VirtualRscPod`` for the others), stopped after the test."""
     started: list[VirtualSensor] = []
     emulator.release_all()
 
-    async def make(site="foot_left", **kw):
-        kw.setdefault("source_factory", default_source())
+    async def make(site="foot_left", cls=VirtualSensor, **kw):
+        if cls is not VirtualRscPod:
+            kw.setdefault("source_factory", default_source())
         kw.setdefault("seed", len(started) + 1)
         name, addr = emulator.take_adapter()
-        vs = VirtualSensor(site, **kw)
+        vs = cls(site, **kw)
         await vs.start(name, addr)
         started.append(vs)
         return vs
