@@ -19,12 +19,15 @@ from ._events import (
     SIDE_LEFT,
     SIDE_RIGHT,
     SIDE_UNKNOWN,
+    STEP_DTYPE,
     G0,
     empty_steps,
 )
 from ._filters import butter_lowpass_sos, sos_steady_state, sosfilt_kernel
+from ._motion import jerk_kernel, motion_kernel, row_norm_kernel
 from ._orientation import body_frame_kernel, orientation_init, orientation_kernel
 from ._params import LimbParams, SacrumParams, params_for
+from ._steps import ST_ACTIVITY, ST_LAST_STEP, step_metrics_kernel, step_state_init
 
 SITE_ALIASES = {
     "sacrum": ("sacrum", SIDE_UNKNOWN),
@@ -41,10 +44,7 @@ SITE_ALIASES = {
 #: minimum sampling rate per site: the impact transient needs ~100 Hz at least
 MIN_SAMPLING_RATE_HZ = {"sacrum": 50.0, "shank": 100.0, "foot": 100.0}
 
-_CADENCE_SMOOTHING = 0.25  # EMA weight of the newest step in cadence_smoothed_spm
-_STANDING_STD_G = 0.05
-_RUN_CADENCE_SPM = 140.0  # limb sensors: steps at or above this cadence count as running
-_GAP_FACTOR = 1.6  # a step interval this many times the typical one hides a missed contact  # below this |acc| spread over 1 s the runner stands still
+_STANDING_STD_G = 0.05  # below this |acc| spread over ~1 s the runner stands still
 
 
 class DetectorInputError(ValueError):
@@ -162,20 +162,17 @@ class GaitEventDetector:
         self._zi_g = None
         self._last_acc = None
         # bounded ring of sample times: long enough to reach back over the look-ahead
-        self._ring_n = int(2 ** math.ceil(math.log2(fs * (self.look_ahead_ms / 1000 + 4.0))))
+        # (at least 2^16 samples, so whole arrays are processed in few large blocks)
+        self._ring_n = max(1 << 16, int(2 ** math.ceil(math.log2(fs * (self.look_ahead_ms / 1000 + 4.0)))))
         self._t_ring = np.full(self._ring_n, np.nan)
         self.n_samples_ = 0
         self.n_steps_ = 0
         self.activity_ = ACTIVITY_UNKNOWN
-        # per-step history (scalars only: bounded)
-        self._prev_ic_s = math.nan
-        self._prev_tc_s = math.nan
-        self._cad_smooth = math.nan
-        self._step_ms_typ = math.nan
-        self._side_parity = 0
-        self._side_vote = 0.0
+        # per-step history (a small state array: bounded)
+        self._sstate = step_state_init()
         self._last_step_s = math.nan
-        self._motion = _RunningStd()
+        self._motion = np.array([np.nan, 0.0])  # EMA of |acc| (g) and of its squared deviation
+        self._alpha_motion = 1.0 / fs  # ~1 s time constant
 
     # -------------------------------------------------------------- helpers
     def _time_at(self, frac_index: np.ndarray) -> np.ndarray:
@@ -219,6 +216,8 @@ class GaitEventDetector:
                 raise DetectorInputError(f"gyr_dps must have the shape of acc_ms2 {acc.shape}, got {gyr.shape}")
             if not np.isfinite(gyr).all():
                 raise DetectorInputError("gyr_dps contains NaN or inf")
+        if self.use_gyro and gyr is None:
+            raise DetectorInputError("this detector runs in gyroscope mode: gyr_dps is required")
         if self.use_gyro is None:
             # the push-off rotation peak marks toe-off on the FOOT; on the shank the largest rotation rate
             # is mid-swing, so the shank keeps the accelerometer feature unless told otherwise
@@ -240,8 +239,8 @@ class GaitEventDetector:
             comps = body_frame_kernel(acc)
         else:
             comps, self._ostate = orientation_kernel(acc, self._alpha_g, self._alpha_c, self._ostate)
-        v, ap, ml, norm, maxabs = (np.ascontiguousarray(comps[:, k]) for k in range(5))
-        self._motion.update(norm, self.sampling_rate_hz)
+        v, ap, ml, norm, maxabs = (comps[:, k] for k in range(5))  # strided views: no copies
+        self._motion = motion_kernel(norm, self._alpha_motion, self._motion)
         if isinstance(self.params, SacrumParams):
             if self._zi is None:
                 self._zi = sos_steady_state(self._sos, v[0])
@@ -257,9 +256,7 @@ class GaitEventDetector:
             ap_lp, self._zi = sosfilt_kernel(self._sos, ap, self._zi)
             jerk = self._jerk(acc)
             if self.use_gyro:
-                if gyr is None:
-                    raise DetectorInputError("this detector runs in gyroscope mode: gyr_dps is required")
-                rate = np.sqrt((gyr * gyr).sum(axis=1))
+                rate = row_norm_kernel(gyr)
                 if self._zi_g is None:
                     self._zi_g = sos_steady_state(self._sos, rate[0])
                 rate_lp, self._zi_g = sosfilt_kernel(self._sos, rate, self._zi_g)
@@ -276,16 +273,16 @@ class GaitEventDetector:
 
     def _jerk(self, acc: np.ndarray) -> np.ndarray:
         """|d acc / dt| in g/ms, continuous across chunks (0 for the very first sample)."""
-        prev = acc[:1] if self._last_acc is None else self._last_acc
-        d = np.diff(np.concatenate((prev, acc)), axis=0)
-        self._last_acc = acc[-1:].copy()
-        return np.sqrt((d * d).sum(axis=1)) * (self.sampling_rate_hz / (G0 * 1000.0))
+        if self._last_acc is None:
+            self._last_acc = acc[0].copy()
+        jerk, self._last_acc = jerk_kernel(acc, self._last_acc, self.sampling_rate_hz / (G0 * 1000.0))
+        return jerk
 
     def _to_steps(self, ev: np.ndarray) -> np.ndarray:
         m = ev.shape[0]
-        steps = empty_steps(m)
         if m == 0:
-            return steps
+            return np.empty(0, dtype=STEP_DTYPE)
+        steps = empty_steps(m)
         p = self.params
         fs = self.sampling_rate_hz
         ic_s = self._time_at(ev[:, K.EV_IC]) - p.ic_bias_ms / 1000.0
@@ -303,102 +300,27 @@ class GaitEventDetector:
         sacrum = isinstance(p, SacrumParams)
         if sacrum:
             steps["peak_vgrf_bw"] = p.vgrf_scale * ev[:, K.EV_PEAK_V]
-        # sequential per-step bookkeeping (per step, not per sample)
-        for k in range(m):
-            s = steps[k]
-            if sacrum:
-                step_ms = (s["ic_s"] - self._prev_ic_s) * 1000.0
-                stride_ms = 2.0 * step_ms
-                s["flight_ms"] = (s["ic_s"] - self._prev_tc_s) * 1000.0
-                s["side"] = self._sacrum_side(float(ev[k, K.EV_ML_MEAN]))
-            else:
-                stride_ms = (s["ic_s"] - self._prev_ic_s) * 1000.0
-                step_ms = stride_ms / 2.0  # one leg seen: both feet assumed to share the stride
-                s["flight_ms"] = step_ms - s["gct_ms"]
-                s["side"] = self.fixed_side
-            # first step, a pause, or a missed contact (interval far above the recent steps):
-            # no interval-based metrics for this step rather than a wrong one
-            typical = self._step_ms_typ
-            if not (0.0 < step_ms < 2000.0) or (typical == typical and step_ms > _GAP_FACTOR * typical):
-                step_ms = math.nan
-                stride_ms = math.nan
-            else:
-                self._step_ms_typ = step_ms if typical != typical else typical + 0.2 * (step_ms - typical)
-            if not (0.0 <= s["flight_ms"] < 1000.0) or step_ms != step_ms:
-                s["flight_ms"] = math.nan
-            s["step_time_ms"] = step_ms
-            cad = 60000.0 / step_ms if step_ms == step_ms else math.nan
-            s["cadence_spm"] = cad
-            if cad == cad:
-                self._cad_smooth = cad if self._cad_smooth != self._cad_smooth else (
-                    self._cad_smooth + _CADENCE_SMOOTHING * (cad - self._cad_smooth))
-            s["cadence_smoothed_spm"] = self._cad_smooth
-            s["duty_factor"] = s["gct_ms"] / stride_ms if stride_ms == stride_ms else math.nan
-            if sacrum:
-                s["activity"] = ACTIVITY_RUNNING  # sacral steps need a flight phase
-            elif cad == cad:
-                # running 150-200 spm, walking 100-130: cadence separates them more reliably
-                # than a limb sensor's duty factor
-                s["activity"] = ACTIVITY_RUNNING if cad >= _RUN_CADENCE_SPM else ACTIVITY_WALKING
-            else:
-                s["activity"] = ACTIVITY_UNKNOWN
-            self._prev_ic_s = float(s["ic_s"])
-            self._prev_tc_s = float(s["tc_s"])
-            self._last_step_s = float(s["tc_s"]) if s["tc_s"] == s["tc_s"] else float(s["ic_s"])
-            if s["activity"] != ACTIVITY_UNKNOWN:
-                self.activity_ = int(s["activity"])
+        flight, step_ms, cad, cad_s, duty, side, activity, self._sstate = step_metrics_kernel(
+            ic_s, tc_s, np.ascontiguousarray(ev[:, K.EV_ML_MEAN]), sacrum, self.fixed_side, self._sstate)
+        steps["flight_ms"] = flight
+        steps["step_time_ms"] = step_ms
+        steps["cadence_spm"] = cad
+        steps["cadence_smoothed_spm"] = cad_s
+        steps["duty_factor"] = duty
+        steps["side"] = side
+        steps["activity"] = activity
+        if self._sstate[ST_ACTIVITY] >= 0:
+            self.activity_ = int(self._sstate[ST_ACTIVITY])
+        self._last_step_s = float(self._sstate[ST_LAST_STEP])
         self.n_steps_ += m
         return steps
-
-    def _sacrum_side(self, ml_mean_g: float) -> int:
-        """Left/right from one sacral sensor.
-
-        During left stance the medio-lateral force points to the right (medially),
-        so the mean ML acceleration over the stance is negative (+ = left), and
-        vice versa. Steps alternate, so we keep a parity and let the ML sign of
-        every step vote for it (weighted by its magnitude); a single noisy step
-        cannot break the alternation. With no ML signal the side stays unknown.
-        """
-        self._side_parity ^= 1
-        if not math.isfinite(ml_mean_g) or abs(ml_mean_g) < 1e-6:
-            return SIDE_UNKNOWN if self._side_vote == 0.0 else (
-                SIDE_LEFT if self._side_parity == 0 else SIDE_RIGHT)
-        observed = SIDE_LEFT if ml_mean_g < 0 else SIDE_RIGHT
-        predicted = SIDE_LEFT if self._side_parity == 0 else SIDE_RIGHT
-        self._side_vote = 0.8 * self._side_vote + (abs(ml_mean_g) if observed == predicted else -abs(ml_mean_g))
-        if self._side_vote < 0:
-            self._side_parity ^= 1
-            self._side_vote = -self._side_vote
-        return SIDE_LEFT if self._side_parity == 0 else SIDE_RIGHT
 
     def _update_activity(self, now_s: float) -> None:
         idle_s = now_s - self._last_step_s if self._last_step_s == self._last_step_s else math.inf
         if idle_s > 2.0:
-            if self._motion.std_g < _STANDING_STD_G:
+            if math.sqrt(self._motion[1]) < _STANDING_STD_G:
                 self.activity_ = ACTIVITY_STANDING
             elif self.site == "sacrum":
                 self.activity_ = ACTIVITY_WALKING  # moving without flight phases
             else:
                 self.activity_ = ACTIVITY_UNKNOWN
-
-
-class _RunningStd:
-    """Exponentially weighted spread of |acc| (g) over ~1 s, updated per chunk."""
-
-    def __init__(self) -> None:
-        self.mean = math.nan
-        self.var = 0.0
-
-    def update(self, x: np.ndarray, fs: float) -> None:
-        w = min(1.0, x.size / fs)
-        m, v = float(x.mean()), float(x.var())
-        if self.mean != self.mean:
-            self.mean, self.var = m, v
-            return
-        d = m - self.mean
-        self.mean += w * d
-        self.var = (1 - w) * (self.var + w * d * d) + w * v
-
-    @property
-    def std_g(self) -> float:
-        return math.sqrt(self.var)

@@ -16,8 +16,13 @@ def warmup() -> float:
     t = np.arange(n) / fs
     acc = np.zeros((n, 3))
     acc[:, 2] = 9.80665 * (1.0 + 1.5 * np.maximum(np.sin(2 * np.pi * 1.4 * t), 0.0))
+    gyr = np.zeros_like(acc)
+    gyr[:, 1] = 300.0 * np.sin(2 * np.pi * 1.4 * t)
+    # every path a live sensor can take: sensor or body frame, with or without a gyroscope
     for site in ("sacrum", "shank", "foot"):
-        det = GaitEventDetector(site, fs)
-        det.update(acc[:200], t[:200])
-        det.update(acc[200:], t[200:])
+        for body_frame in (False, True):
+            for g in (None, gyr):
+                det = GaitEventDetector(site, fs, body_frame=body_frame)
+                det.update(acc[:200], t[:200], None if g is None else g[:200])
+                det.update(acc[200:], t[200:], None if g is None else g[200:])
     return time.perf_counter() - t0

@@ -184,3 +184,45 @@ class LimbTwin:
                     self.phase = "waiting"
             prev_n, prev_tc = x, y
         return np.array(self.events, dtype=float).reshape(-1, 8)
+
+
+def step_metrics(ic_s, tc_s, ml_mean_g, sacrum, fixed_side):
+    """Readable per-step loop: intervals, gaps, cadence smoothing, flight, duty factor, side vote, activity."""
+    prev_ic = prev_tc = cad_smooth = typical = np.nan
+    parity, vote = 0, 0.0
+    rows = []
+    for ic, tc, ml in zip(ic_s, tc_s, ml_mean_g):
+        gct = (tc - ic) * 1000
+        if sacrum:
+            step = (ic - prev_ic) * 1000
+            stride = 2 * step
+            flight = (ic - prev_tc) * 1000
+            parity ^= 1
+            if np.isnan(ml) or abs(ml) < 1e-6:
+                side = -1 if vote == 0 else parity
+            else:
+                agree = (0 if ml < 0 else 1) == parity
+                vote = 0.8 * vote + (abs(ml) if agree else -abs(ml))
+                if vote < 0:
+                    parity ^= 1
+                    vote = -vote
+                side = parity
+        else:
+            stride = (ic - prev_ic) * 1000
+            step = stride / 2
+            flight = step - gct
+            side = fixed_side
+        if not (0 < step < 2000) or (not np.isnan(typical) and step > 1.6 * typical):
+            step = stride = np.nan
+        else:
+            typical = step if np.isnan(typical) else typical + 0.2 * (step - typical)
+        if not (0 <= flight < 1000) or np.isnan(step):
+            flight = np.nan
+        cad = 60000 / step if not np.isnan(step) else np.nan
+        if not np.isnan(cad):
+            cad_smooth = cad if np.isnan(cad_smooth) else cad_smooth + 0.25 * (cad - cad_smooth)
+        duty = gct / stride if not np.isnan(stride) else np.nan
+        activity = 2 if sacrum else (-1 if np.isnan(cad) else (2 if cad >= 140 else 1))
+        rows.append((flight, step, cad, cad_smooth, duty, side, activity))
+        prev_ic, prev_tc = ic, tc
+    return [np.array(c) for c in zip(*rows)] if rows else [np.empty(0)] * 7

@@ -85,3 +85,62 @@ def test_limb_kernel_matches_twin():
     ref = naive.LimbTwin(det._kparams).run(norm, jerk, tc_sig, comps[:, 4])
     assert ev.shape[0] >= len(truth) - 2
     np.testing.assert_allclose(ev, ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("sacrum,fixed_side", [(True, -1), (False, 0), (False, 1)])
+def test_step_metrics_kernel_matches_twin(sacrum, fixed_side):
+    from runform.dsp._steps import step_metrics_kernel, step_state_init
+
+    rng = np.random.default_rng(4)
+    n = 300
+    step = 0.35 * (1 + 0.03 * rng.standard_normal(n))
+    step[[50, 51, 200]] *= [2.0, 3.0, 8.0]  # a missed contact, a longer gap, a pause
+    ic = 10.0 + np.cumsum(step)
+    tc = ic + 0.24 * (1 + 0.05 * rng.standard_normal(n))
+    ml = 0.08 * np.where(np.arange(n) % 2 == 0, -1.0, 1.0) + 0.05 * rng.standard_normal(n)
+    ml[[7, 8]] = np.nan
+    out = step_metrics_kernel(ic, tc, ml, sacrum, fixed_side, step_state_init())
+    ref = naive.step_metrics(ic, tc, ml, sacrum, fixed_side)
+    for got, want in zip(out[:7], ref):
+        np.testing.assert_allclose(got.astype(float), np.asarray(want, float), rtol=1e-12, atol=1e-12)
+    # chunked: state carried between calls gives the same result
+    st = step_state_init()
+    parts = []
+    for a, b in ((0, 37), (37, 38), (38, 300)):
+        *res, st = step_metrics_kernel(ic[a:b], tc[a:b], ml[a:b], sacrum, fixed_side, st)
+        parts.append(res)
+    for k in range(7):
+        np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), out[k])
+
+
+def test_motion_kernel_matches_twin_and_separates_standing():
+    from runform.dsp._motion import motion_kernel
+
+    rng = np.random.default_rng(0)
+    x = np.r_[1.0 + 0.01 * rng.standard_normal(1000), 1.0 + 0.8 * np.abs(rng.standard_normal(1000))]
+    st = motion_kernel(x, 1 / 500, np.array([np.nan, 0.0]))
+    mean, var = x[0], 0.0
+    for v in x[1:]:
+        d = v - mean
+        mean += d / 500
+        var = (1 - 1 / 500) * (var + d * d / 500)
+    np.testing.assert_allclose(st, [mean, var], rtol=1e-12)
+    still = motion_kernel(x[:1000], 1 / 500, np.array([np.nan, 0.0]))
+    assert np.sqrt(still[1]) < 0.05 < np.sqrt(st[1])
+    parts = motion_kernel(x[700:], 1 / 500, motion_kernel(x[:700], 1 / 500, np.array([np.nan, 0.0])))
+    np.testing.assert_array_equal(parts, st)
+
+
+def test_jerk_and_row_norm_kernels_match_numpy():
+    from runform.dsp._motion import jerk_kernel, row_norm_kernel
+
+    rng = np.random.default_rng(9)
+    acc = rng.standard_normal((500, 3))
+    j, last = jerk_kernel(acc, acc[0].copy(), 2.5)
+    ref = np.r_[0.0, np.linalg.norm(np.diff(acc, axis=0), axis=1)] * 2.5
+    np.testing.assert_allclose(j, ref, rtol=1e-12)
+    np.testing.assert_array_equal(last, acc[-1])
+    j1, l1 = jerk_kernel(acc[:123], acc[0].copy(), 2.5)
+    j2, _ = jerk_kernel(acc[123:], l1, 2.5)
+    np.testing.assert_array_equal(np.r_[j1, j2], j)
+    np.testing.assert_allclose(row_norm_kernel(acc), np.linalg.norm(acc, axis=1), rtol=1e-12)
