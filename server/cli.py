@@ -18,6 +18,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "runform.server._cmd_bench",  # bench
     "runform.server._cmd_ble",  # scan, record, sensor-sim
     "runform.server._cmd_edge",  # run, broker
+    "runform.server._cmd_export",  # ingest, import-journal, export, sessions
+    "runform.server._cmd_server",  # server, user
 )
 
 

@@ -1,0 +1,107 @@
+"""`runform user ...` (real CLI process) and the server over TLS (uvicorn with a self-signed certificate)."""
+from __future__ import annotations
+
+import datetime
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from runform.server.auth import UserStore, acl_text, password_file_text, verify_mosquitto_hash
+from runform.server.broker import free_port
+
+from .conftest import PASSWORD
+
+
+def run_cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "runform.server.cli", *args], input=stdin, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_user_cli_and_generated_broker_files(tmp_path):
+    db = str(tmp_path / "u.db")
+    assert run_cli("user", "--users", db, "add", "amy", "--role", "runner", "--password-stdin",
+                   stdin="amy-secret-1\n").returncode == 0
+    assert run_cli("user", "--users", db, "add", "tom", "--role", "therapist", "--password-stdin",
+                   stdin="tom-secret-1\n").returncode == 0
+    assert run_cli("user", "--users", db, "add", "lab1", "--role", "lab", "--password-stdin",
+                   stdin="lab-secret-1\n").returncode == 0
+    assert run_cli("user", "--users", db, "assign", "tom", "amy").returncode == 0
+    assert run_cli("user", "--users", db, "grant", "lab1", "amy").returncode == 0
+    bad = run_cli("user", "--users", db, "assign", "amy", "tom")  # wrong roles: clear error, exit 1
+    assert bad.returncode == 1 and "role" in bad.stderr
+    bad = run_cli("user", "--users", db, "add", "x", "--role", "runner", "--password-stdin", stdin="short\n")
+    assert bad.returncode == 1 and "too short" in bad.stderr and "short\n" not in bad.stderr.replace("too short", "")
+    bad = run_cli("user", "--users", db, "add", "status", "--role", "runner", "--no-password")
+    assert bad.returncode == 1 and "reserved" in bad.stderr
+    out = run_cli("user", "--users", db, "list").stdout
+    assert "tom" in out and "amy" in out and "amy-secret" not in out
+    assert run_cli("user", "--users", db, "passwd", "amy", "--password-stdin", stdin="amy-secret-2\n").returncode == 0
+    s = UserStore(db)
+    try:
+        assert s.authenticate("amy", "amy-secret-2").role == "runner"
+        pw = password_file_text(s)
+        amy_hash = next(l.split(":", 1)[1] for l in pw.splitlines() if l.startswith("amy:"))
+        assert verify_mosquitto_hash(amy_hash, "amy-secret-2") and not verify_mosquitto_hash(amy_hash, "amy-secret-1")
+        assert "secret" not in pw
+        acl = acl_text(s)
+        assert "user tom\ntopic read runform/v1/amy/#\ntopic write runform/v1/amy/control/tom" in acl
+        assert "user lab1\ntopic read runform/v1/amy/#" in acl
+        lab_block = acl.split("user lab1")[1]
+        assert "write" not in lab_block
+    finally:
+        s.close()
+
+
+def _self_signed(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cf, kf = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cf.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    kf.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
+    return cf, kf
+
+
+def test_tls_and_secure_cookie(tmp_path, app_factory):
+    import uvicorn
+    cf, kf = _self_signed(tmp_path)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app_factory(), host="127.0.0.1", port=port, ssl_certfile=str(cf),
+                                           ssl_keyfile=str(kf), log_level="warning", lifespan="on"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        with httpx.Client(base_url=f"https://localhost:{port}", verify=ssl.create_default_context(cafile=str(cf))) as c:
+            assert c.get("/healthz").json()["ok"] is True
+            r = c.post("/api/v1/auth/login", json={"username": "alice", "password": PASSWORD, "mode": "cookie"})
+            assert r.status_code == 200
+            sess = next(x for x in r.headers.get_list("set-cookie") if x.startswith("rf_session="))
+            assert "Secure" in sess and "HttpOnly" in sess
+            assert "max-age=31536000" in r.headers["strict-transport-security"]
+        with pytest.raises(httpx.ConnectError):  # the cert is not trusted by default: TLS really is on
+            httpx.get(f"https://localhost:{port}/healthz")
+        with pytest.raises(httpx.HTTPError):  # and plain HTTP is not served on the TLS port
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=3)
+    finally:
+        server.should_exit = True
+        th.join(10)
