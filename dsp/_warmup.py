@@ -25,4 +25,10 @@ def warmup() -> float:
                 det = GaitEventDetector(site, fs, body_frame=body_frame)
                 det.update(acc[:200], t[:200], None if g is None else g[:200])
                 det.update(acc[200:], t[200:], None if g is None else g[200:])
+    # the per-step kernel only runs when a step completes: call it directly for both site kinds
+    from ._steps import step_metrics_kernel, step_state_init
+
+    ic = np.array([1.0, 1.35, 1.7])
+    for sacrum, side in ((True, -1), (False, 0)):
+        step_metrics_kernel(ic, ic + 0.25, np.array([-0.05, 0.05, -0.05]), sacrum, side, step_state_init())
     return time.perf_counter() - t0
