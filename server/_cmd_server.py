@@ -105,6 +105,7 @@ def _start_ingest(store, settings):
         try:
             ing = cls(store, settings)
             (getattr(ing, "start", None) or (lambda: None))()
+            log.info("ingest: %s.%s storing runform/v1/# into the session store", mod, name)
             return ing
         except TypeError as exc:
             log.warning("ingestor %s.%s has an unexpected signature (%s); ingest disabled", mod, name, exc)
@@ -151,10 +152,16 @@ def _cmd_server(args) -> int:
     app = create_app(users, sessions, config=cfg, hub=hub)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.ssl_certfile:
         log.warning("listening on %s without TLS: passwords and tokens travel in clear text", args.host)
+    def _on_sigterm(signum, frame):  # uvicorn re-raises SIGTERM after its shutdown: stop our parts too
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=args.ssl_certfile,
                     ssl_keyfile=args.ssl_keyfile, log_level=args.log_level, proxy_headers=False)
+    except SystemExit:
+        pass
     finally:
+        log.info("stopping: ingest, broker, stores")
         if ingest is not None and hasattr(ingest, "stop"):
             ingest.stop()
         if broker is not None:

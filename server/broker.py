@@ -197,6 +197,9 @@ def generate_mosquitto_conf(
         f"persistence_location {workdir / 'data'}/",
         # default 1000 drops QoS1 silently for slow subscribers; bounded, but larger
         f"max_queued_messages {int(max_queued_messages)}",
+        # cues are small QoS0 messages: with Nagle on, a cue behind an unacknowledged message waits for the
+        # subscriber's delayed ACK (up to 40 ms on Linux) before the broker sends it
+        "set_tcp_nodelay true",
         "log_dest stderr",
         "log_type error", "log_type warning", "log_type notice", "log_type information",
         "connection_messages true",

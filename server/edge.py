@@ -24,18 +24,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import math
 import os
+import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
-from runform.dsp import ACTIVITY_RUNNING, STEP_DTYPE, empty_steps
+from runform.dsp import STEP_DTYPE, empty_steps
 
+from ._journal_worker import JournalWorker
 from .broker import AccessSpec
 from .cues import Cue, CueConfig, CueEngine
 from .metrics import RollingMetrics
@@ -46,8 +50,9 @@ from .mqtt import (CLASS_CONTROL, CLASS_CUE, CLASS_METRICS, CLASS_RAW, CLASS_STE
                    status_topic, steps_payload, steps_topic)
 from .programs import Program, ProgramRunner
 
-__all__ = ["SensorInfo", "SourceItem", "SampleSource", "SimulatorSource", "JournalReplaySource", "BleSource",
-           "RunnerConfig", "RunnerPipeline", "Edge", "default_detector_factory"]
+__all__ = ["SensorInfo", "SourceItem", "SampleSource", "SimulatorSource", "PacketReplaySource", "ReplayPacer",
+           "simulated_packets", "JournalReplaySource", "BleHub", "BleSource", "RunnerConfig", "RunnerPipeline", "Edge",
+           "default_detector_factory"]
 
 log = logging.getLogger("runform.edge")
 
@@ -59,6 +64,7 @@ class SensorInfo:
     site: str
     sampling_rate_hz: float
     meta: dict = field(default_factory=dict)  # protocol metadata for the journal header
+    journal_on_connect: bool = False  # BLE: the journal opens when the link knows the protocol (first connect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +117,8 @@ class SimulatorSource:
         self._protocols = {}
         self.sensors = []
         for k, site in enumerate(sites):
-            stream = SimulatorStream(profile, site, sampling_rate_hz=sampling_rate_hz, seed=seed,  # one runner: every site shares the step sequence
+            # one runner: every site shares the step sequence (same seed)
+            stream = SimulatorStream(profile, site, sampling_rate_hz=sampling_rate_hz, seed=seed,
                                      segments=segments, range_g=range_g, gyro=gyro)
             cfg = self._make_config(v1, sampling_rate_hz, range_g, gyro, site, stream)
             proto = v1.RunformV1(cfg)
@@ -180,6 +187,129 @@ class SimulatorSource:
             k += 1
 
 
+def simulated_packets(profile=None, *, site: str = "sacrum", duration_s: float, sampling_rate_hz: float = 500.0,
+                      packet_samples: int = 20, seed: int = 0, range_g: float = 16.0, gyro: bool = True):
+    """Generate a simulated sensor's runform v1 packets ahead of time: ``(protocol, packets: list[bytes])``.
+
+    The simulator costs far more CPU than the edge's per-packet work (it synthesises body motion per sample), so
+    latency benchmarks generate first and replay the bytes with :class:`PacketReplaySource`: what is timed is
+    then what a real edge does with a sensor's packets (decode, clock sync, journal, DSP, cues, MQTT).
+    """
+    from runform.firmware_bridge.protocols import runform_v1 as v1
+    from runform.firmware_bridge.simulator import RunnerProfile, SimulatorStream
+    profile = profile if profile is not None else RunnerProfile()
+    stream = SimulatorStream(profile, site, sampling_rate_hz=sampling_rate_hz, seed=seed, range_g=range_g, gyro=gyro)
+    proto = v1.RunformV1(SimulatorSource._make_config(v1, sampling_rate_hz, range_g, gyro, site, stream))
+    n_packets = int(math.ceil(duration_s * sampling_rate_hz / packet_samples))
+    packets = []
+    for seq in range(n_packets):
+        acc_ms2, gyr_dps, _, tick = stream.read(packet_samples)
+        acc_raw = np.clip(np.rint(acc_ms2 / proto._acc_k), -32768, 32767).astype(np.int16)
+        gyr_raw = None
+        if gyr_dps is not None and proto.has_gyro:
+            gyr_raw = np.clip(np.rint(gyr_dps / proto._gyr_k), -32768, 32767).astype(np.int16)
+        packets.append(v1.encode_data_packet(seq, int(tick[0]), acc_raw, gyr_raw))
+    return proto, packets
+
+
+class ReplayPacer:
+    """Shared wake-ups for many :class:`PacketReplaySource` s in one loop: packets due within the same ``slot_s``
+    are released together by ONE timer (a timer and an epoll wake-up per packet of every runner cost more CPU
+    than the edge's work on a packet). A real BLE adapter delivers in bursts too (one per connection event,
+    7.5-15 ms). Packets keep their exact due time as ``arrival_ns``: the slot wait counts as latency."""
+
+    def __init__(self, slot_s: float = 0.002) -> None:
+        self.slot_ns = int(slot_s * 1e9)
+        self._slots: dict[int, asyncio.Future] = {}
+
+    async def wait(self, due_ns: int) -> None:
+        slot = -(-due_ns // self.slot_ns)  # the first slot boundary at or after due
+        fut = self._slots.get(slot)
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            delay = (slot * self.slot_ns - time.monotonic_ns()) / 1e9
+            if delay <= 0:
+                return
+            fut = self._slots[slot] = loop.create_future()
+            loop.call_later(delay, self._fire, slot)
+        await fut
+
+    def _fire(self, slot: int) -> None:
+        fut = self._slots.pop(slot, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+
+class PacketReplaySource:
+    """Replays pre-encoded sensor packets in real time through the live decode + clock-sync path.
+
+    ``sensors``: ``[(site, protocol, packets)]`` (:func:`simulated_packets`). Packet ``k`` is due at
+    ``t0 + phase_s + k * period`` (real sensors' packets are not in phase with each other; ``phase_s`` spreads
+    them) and is stamped with its DUE time as ``arrival_ns``, so a late event loop counts against every latency
+    measured from it. ``start_packet`` starts part-way into the lists (several runners can share one recording;
+    sequence numbers and ticks are re-based once, here, so each source looks like a sensor that just started).
+    """
+
+    def __init__(self, runner: str, sensors, *, duration_s: float | None = None, phase_s: float = 0.0,
+                 start_packet: int = 0, pacer: ReplayPacer | None = None) -> None:
+        from runform.firmware_bridge.journal import sensor_metadata
+        from runform.firmware_bridge.protocols import runform_v1 as v1
+        self.runner = runner
+        self.pacer = pacer
+        self.sensors = []
+        self._streams = []
+        start = int(start_packet)
+        for site, proto, packets in sensors:
+            sid = f"sim-{runner}-{site}"
+            self.sensors.append(SensorInfo(sid, site, float(proto.sampling_rate_hz),
+                                           sensor_metadata(proto, sensor_id=sid, site=site, runner=runner,
+                                                           address="replay")))
+            if start:
+                tick0 = v1.decode_data_packet(packets[start]).first_tick
+                rebased = []
+                for seq, raw in enumerate(packets[start:]):
+                    pkt = v1.decode_data_packet(raw)
+                    rebased.append(v1.encode_data_packet(seq, pkt.first_tick - tick0, pkt.acc_raw, pkt.gyr_raw))
+                packets = rebased
+            self._streams.append((sid, site, proto, packets))
+        _, _, proto0, packets0 = self._streams[0]
+        self.period_s = v1.decode_data_packet(packets0[0]).n_samples / float(proto0.sampling_rate_hz)
+        n = min(len(p) for *_, p in self._streams)
+        if duration_s is not None:
+            n = min(n, int(math.ceil(duration_s / self.period_s - 1e-9)))
+        self.n_packets = n
+        self.phase_s = float(phase_s)
+        self._closed = False
+        self.packets_ = 0
+        self.pickup_lag_ns_ = np.zeros(n, np.int64)  # per packet: picked up minus due (how late the loop was)
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aiter__(self):
+        from runform.firmware_bridge.timestamping import SensorDecoder
+        streams = [(SensorDecoder(proto, sensor_id=sid, site=site), packets)
+                   for sid, site, proto, packets in self._streams]
+        t0 = time.monotonic_ns() + int(self.phase_s * 1e9)
+        period_ns = int(round(self.period_s * 1e9))
+        for k in range(self.n_packets):
+            if self._closed:
+                return
+            due_ns = t0 + k * period_ns
+            if self.pacer is not None:
+                await self.pacer.wait(due_ns)
+            else:
+                delay = (due_ns - time.monotonic_ns()) / 1e9
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            self.pickup_lag_ns_[k] = time.monotonic_ns() - due_ns
+            for dec, packets in streams:
+                raw = packets[k]
+                for block in dec.feed(raw, due_ns):
+                    yield SourceItem(block, raw)
+                self.packets_ += 1
+
+
 class JournalReplaySource:
     """Replays a raw journal (``runform.firmware_bridge.journal.JournalReader``) at ``speed`` x real time.
 
@@ -205,10 +335,9 @@ class JournalReplaySource:
         for block in self._reader.blocks():
             if self._closed:
                 return
-            if not hasattr(block, "acc_ms2"):  # MetricsBlock of a coarse sensor: nothing for the DSP
-                continue
-            if self.speed > 0 and len(block.time_s):
-                t_last = float(block.time_s[-1])
+            coarse = getattr(block, "coarse", False)  # MetricsBlock (RSC pod): the pipeline keeps it out of the DSP
+            if self.speed > 0 and (coarse or len(block.time_s)):
+                t_last = float(block.time_s) if coarse else float(block.time_s[-1])
                 if t0_host is None:
                     t0_host, t0_data = time.monotonic(), t_last
                 delay = t0_host + (t_last - t0_data) / self.speed - time.monotonic()
@@ -219,34 +348,125 @@ class JournalReplaySource:
             yield SourceItem(block, None)
 
 
-class BleSource:
-    """Adapter over ``runform.firmware_bridge.ble.Bridge`` (async iterator of SampleBlocks) for one runner.
+class BleHub:
+    """One ``runform.firmware_bridge.ble.Bridge`` (one adapter, its connect lock) shared by several runners.
 
-    Raw packets are journaled by the bridge's raw hook when it offers one (``on_raw``); otherwise the edge
-    journals the re-encoded block.
+    ``hub.sources`` holds one :class:`BleSource` per runner (from ``SensorSpec.runner``). The bridge's per-block
+    callback hands each block straight to its runner's bounded queue (``queue_blocks``; full -> counted in
+    ``dropped_``, the journal still has the packet). Every notification is journaled by the edge first, through
+    the links' raw hook (``SensorLink.on_raw``), into the runner's journal, which opens at the sensor's first
+    connection (the protocol and its configuration are known then) and notes every reconnection.
+
+    ``bridge_options`` go to ``Bridge`` / ``SensorLink`` (``backoff_initial_s``, ``find_timeout_s`` ...).
     """
 
-    def __init__(self, bridge, runner: str, sensors: list[SensorInfo]) -> None:
-        self.bridge = bridge
+    def __init__(self, specs, *, adapter: str | None = None, queue_blocks: int = 512, **bridge_options) -> None:
+        from runform.firmware_bridge.ble import Bridge
+        self.specs = list(specs)
+        self.bridge = Bridge(self.specs, adapter=adapter, queue_size=0, journal_dir=None, on_block=self._on_block,
+                             **bridge_options)
+        self._pipelines: dict[str, RunnerPipeline] = {}
+        self.sources: dict[str, BleSource] = {}
+        for spec in self.specs:
+            src = self.sources.get(spec.runner)
+            if src is None:
+                src = self.sources[spec.runner] = BleSource(self, spec.runner, queue_blocks=queue_blocks)
+            src.sensors.append(SensorInfo(spec.sensor_id, spec.site, float(spec.sampling_rate_hz or math.nan),
+                                          {}, journal_on_connect=True))
+        for link in self.bridge.links.values():
+            link.on_raw = self._on_raw
+            link.on_connected = self._on_connected
+        self._started = False
+        self._stopped = False
+        self._open = set(self.sources)
+        self.dropped_ = 0
+
+    def bind(self, runner: str, pipeline: "RunnerPipeline") -> None:
+        self._pipelines[runner] = pipeline
+
+    async def ensure_started(self) -> None:
+        if not self._started:
+            self._started = True
+            await self.bridge.start()
+
+    async def release(self, runner: str) -> None:
+        """A runner's source closed; the bridge stops with the last one."""
+        self._open.discard(runner)
+        if not self._open and not self._stopped:
+            self._stopped = True
+            if self._started:
+                await self.bridge.stop()
+
+    def stats(self) -> dict:
+        return {sid: dataclasses.asdict(st) for sid, st in self.bridge.stats().items()}
+
+    # hot path (bleak's notification callback, in the event loop) ------------------------------------
+    def _on_raw(self, link, raw: bytes, arrival_ns: int) -> None:
+        p = self._pipelines.get(link.spec.runner)
+        if p is not None:
+            p.journal_raw(link.sensor_id, raw, arrival_ns)
+
+    def _on_connected(self, link) -> None:
+        p = self._pipelines.get(link.spec.runner)
+        if p is None:
+            return
+        from runform.firmware_bridge.journal import sensor_metadata
+        meta = sensor_metadata(link.protocol_, sensor_id=link.sensor_id, site=link.spec.site,
+                               runner=link.spec.runner, address=link.spec.address or link.spec.name or "")
+        p.sensor_connected(link.sensor_id, meta)
+
+    def _on_block(self, block) -> None:
+        runner = self.bridge.runner_of(block.sensor_id)
+        src = self.sources.get(runner)
+        if src is None or src._closed:
+            return
+        try:
+            src._q.put_nowait(block)
+        except asyncio.QueueFull:
+            self.dropped_ += 1
+            src.dropped_ += 1
+
+
+class BleSource:
+    """One runner's sensors of a :class:`BleHub` (build the hub, then use ``hub.sources[runner]``).
+
+    Blocks come without ``raw``: the hub journaled each notification already (``bind`` connects the hub to the
+    runner's pipeline; the edge calls it). ``MetricsBlock``s of RSC foot pods pass through as they are; the
+    pipeline keeps them out of the DSP and publishes them as coarse metrics.
+    """
+
+    def __init__(self, hub: BleHub, runner: str, *, queue_blocks: int = 512) -> None:
+        self.hub = hub
         self.runner = runner
-        self.sensors = sensors
+        self.sensors: list[SensorInfo] = []
+        self._q: asyncio.Queue = asyncio.Queue(maxsize=queue_blocks)
         self._closed = False
+        self.dropped_ = 0
+
+    def bind(self, pipeline: "RunnerPipeline") -> None:
+        self.hub.bind(self.runner, pipeline)
 
     async def aclose(self) -> None:
+        if self._closed:
+            return
         self._closed = True
-        stop = getattr(self.bridge, "stop", None)
-        if stop is not None:
-            await stop()
+        self._q.put_nowait(None) if not self._q.full() else None
+        await self.hub.release(self.runner)
 
     async def __aiter__(self):
-        async for block in self.bridge:
-            if self._closed:
+        await self.hub.ensure_started()
+        while not self._closed:
+            block = await self._q.get()
+            if block is None:
                 return
-            raw = getattr(block, "raw", None)
-            yield SourceItem(block, raw)
+            yield SourceItem(block, None)
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
+def _finite_or_none(v):
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
 def default_detector_factory(site: str, sampling_rate_hz: float, **kw):
     from runform.dsp import GaitEventDetector
     return GaitEventDetector(site, sampling_rate_hz, **kw)
@@ -266,6 +486,7 @@ class RunnerConfig:
     access: AccessSpec | None = None  # second authorisation check of control issuers (None: trust the ACL)
     mass_kg: float | None = None
     dsp_queue_blocks: int = 512
+    journal_flush_interval_ms: float = 500.0  # the most a crash (power loss) can cost the raw journal
 
 
 class RunnerPipeline:
@@ -291,49 +512,88 @@ class RunnerPipeline:
         self._last_time_s = math.nan
         self.counters = {"blocks": 0, "samples": 0, "steps": 0, "cues": 0, "control_ok": 0, "control_rejected": 0,
                          "control_malformed": 0, "control_unauthorised": 0, "control_overflow": 0,
-                         "dsp_skipped_blocks": 0, "dsp_errors": 0, "cues_stale_at_birth": 0, "journal_errors": 0, "journaled_packets": 0}
+                         "dsp_skipped_blocks": 0, "dsp_errors": 0, "cues_stale_at_birth": 0, "journal_errors": 0,
+                         "journaled_packets": 0, "journal_dropped": 0, "coarse_blocks": 0}
         self.rejections: list[tuple[str, str]] = []  # last (issuer, reason), bounded
         self.journals: dict[str, Any] = {}
+        self._journal_worker: JournalWorker | None = None
+        self._own_worker = False
+        self.coarse: dict[str, dict] = {}  # latest MetricsBlock per coarse sensor (RSC foot pods)
+        # metrics ticks spread over the period by runner (deterministic): a hundred runners do not all compute
+        # and publish metrics (and reminder cues) in the same loop iteration
+        self._metrics_phase = (zlib.crc32(self.runner.encode()) % 1000) / 1000.0
         self.edge_id = make_client_id("edge", self.runner)
         self.link: MqttLink | None = None
         self._control_q: asyncio.Queue | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.cues_sent: list[Cue] = []  # last cues (bounded, for tests / the CLI)
+        self._dsp_busy = False  # the DSP task holds blocks: the reader must queue behind them (order)
+        self._cue_lat_ms = np.full(256, np.nan)  # packet arrival -> cue handed to the socket, last 256 cues
 
     # ---- lifecycle -------------------------------------------------------------------------------------
-    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+    def open(self, loop: asyncio.AbstractEventLoop, journal_worker: JournalWorker | None = None) -> None:
+        """Open journals (on ``journal_worker``'s thread; a private one if None) and the MQTT link, driven by
+        ``loop`` (no network thread)."""
         self._loop = loop
         self._control_q = asyncio.Queue(maxsize=64)
         if self.cfg.journal_dir is not None:
-            self._open_journals()
+            if journal_worker is None:
+                journal_worker, self._own_worker = JournalWorker(), True
+            self._journal_worker = journal_worker
+            self._stamp = time.strftime("%Y%m%dT%H%M%S")
+            for sid, info in self.sensors.items():
+                if not info.journal_on_connect:
+                    meta = dict(info.meta) or {"sensor_id": sid, "site": info.site,
+                                               "sampling_rate_hz": info.sampling_rate_hz}
+                    self.journals[sid] = journal_worker.open(self._writer_factory(sid, meta))
         if self.cfg.mqtt is not None:
             will = (status_topic(self.runner), encode_json(status_payload(
                 self.runner, "offline", self.edge_id, reason="edge connection lost (last will)")))
             self.link = MqttLink(self.cfg.mqtt, self.edge_id, will=will, birth=self._birth,
                                  subscriptions=[(control_filter(self.runner), 1)], on_message=self._on_mqtt_message)
             self.link.set_waker(lambda: loop.call_soon_threadsafe(self._pump))
-            self.link.start()
+            self.link.start(loop)
 
-    def _open_journals(self) -> None:
+    def _writer_factory(self, sid: str, meta: dict):
         from runform.firmware_bridge.journal import JournalWriter
         d = Path(self.cfg.journal_dir) / self.runner
-        d.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        for sid, info in self.sensors.items():
-            meta = dict(info.meta) or {"sensor_id": sid, "site": info.site,
-                                       "sampling_rate_hz": info.sampling_rate_hz}
-            meta.setdefault("runner", self.runner)
-            self.journals[sid] = JournalWriter(d / f"{stamp}_{sid}.rfj", meta)
+        meta = dict(meta)
+        meta.setdefault("runner", self.runner)
+        path = d / f"{self._stamp}_{sid}.rfj"
+        interval = self.cfg.journal_flush_interval_ms
+
+        def make():
+            d.mkdir(parents=True, exist_ok=True)
+            return JournalWriter(path, meta, flush_interval_ms=interval)
+        return make
+
+    def sensor_connected(self, sensor_id: str, meta: dict) -> None:
+        """A BLE sensor (re)connected: open its journal with the protocol read from it, or note the reconnect."""
+        w = self._journal_worker
+        if w is None:
+            return
+        j = self.journals.get(sensor_id)
+        if j is None:
+            self.journals[sensor_id] = w.open(self._writer_factory(sensor_id, meta))
+        else:
+            w.event(j, "reconnected", protocol=meta.get("protocol"))
 
     def close(self, reason: str = "edge stopped") -> None:
-        for j in self.journals.values():
-            try:
-                j.close()
-            except Exception:  # a journal error must not hide the others
-                log.exception("closing journal")
+        w = self._journal_worker
+        if w is not None:
+            for j in self.journals.values():
+                w.close_writer(j)
+            if self._own_worker:
+                w.close()
+            self._update_journal_counters()
         if self.link is not None:
             self._pump()
             self.link.stop(final=(status_topic(self.runner), encode_json(self._status("offline", reason))))
+
+    def _update_journal_counters(self) -> None:
+        w = self._journal_worker
+        if w is not None and self.journals:
+            self.counters["journal_errors"] = sum(w.errors.get(str(j.path), 0) for j in self.journals.values())
 
     # ---- status ----------------------------------------------------------------------------------------
     def _status(self, state: str | None = None, reason: str | None = None) -> dict:
@@ -354,7 +614,13 @@ class RunnerPipeline:
             self._pump()
 
     def stats(self) -> dict:
+        self._update_journal_counters()
         d = dict(self.counters)
+        lat = self._cue_lat_ms[np.isfinite(self._cue_lat_ms)]
+        if lat.size:  # inside this process: packet arrival -> cue written to the broker socket
+            d["cue_latency_ms"] = {"p50": round(float(np.percentile(lat, 50)), 2),
+                                   "p99": round(float(np.percentile(lat, 99)), 2), "max": round(float(lat.max()), 2),
+                                   "n": int(lat.size)}
         if self.link is not None:
             s = self.link.stats()
             d.update(mqtt_connected=s["connected"], mqtt_dropped=s["dropped_overflow"],
@@ -367,18 +633,21 @@ class RunnerPipeline:
 
     # ---- data path -------------------------------------------------------------------------------------
     def journal(self, item: SourceItem) -> None:
-        """Called by the reader task BEFORE the DSP queue: the raw record hits the disk first."""
-        if item.raw is None or not self.journals:
-            return
-        j = self.journals.get(item.block.sensor_id)
+        """Called by the reader task BEFORE the DSP queue: the raw record goes to the journal thread first."""
+        if item.raw is not None:
+            self.journal_raw(item.block.sensor_id, item.raw, int(item.block.arrival_ns))
+
+    def journal_raw(self, sensor_id: str, raw: bytes, arrival_ns: int) -> None:
+        j = self.journals.get(sensor_id)
         if j is None:
             return
-        try:
-            j.append(item.raw, int(item.block.arrival_ns))
+        if self._journal_worker.append(j, raw, arrival_ns):
             self.counters["journaled_packets"] += 1
-        except Exception as exc:  # disk full etc.: report, keep running
-            self.counters["journal_errors"] += 1
-            log.error("journal append failed for %s: %s", item.block.sensor_id, exc)
+        else:  # the disk has not kept up for ~30 s: counted and reported, never silent
+            self.counters["journal_dropped"] += 1
+            if self.counters["journal_dropped"] in (1, 10, 100) or self.counters["journal_dropped"] % 1000 == 0:
+                log.error("%s: journal queue full, %d packets not journaled (disk too slow?)", sensor_id,
+                          self.counters["journal_dropped"])
 
     def _detector(self, block):
         det = self.detectors.get(block.sensor_id)
@@ -390,6 +659,8 @@ class RunnerPipeline:
 
     def process(self, block) -> list[Cue]:
         """DSP + metrics + cues + publishing for one block; returns the cues emitted."""
+        if getattr(block, "coarse", False):
+            return self.process_coarse(block)
         self.counters["blocks"] += 1
         n = int(block.acc_ms2.shape[0])
         self.counters["samples"] += n
@@ -413,6 +684,22 @@ class RunnerPipeline:
         return self.handle_steps(steps, now, sensor=block.sensor_id, site=block.site,
                                  trigger_arrival_ns=int(block.arrival_ns))
 
+    def process_coarse(self, block) -> list[Cue]:
+        """A ``MetricsBlock`` (RSC foot pod: cadence, speed, stride length; no samples): kept out of the DSP,
+        published with the next metrics message under ``coarse_sensors``. A runner with only coarse sensors still
+        gets its metrics ticks from them."""
+        self.counters["coarse_blocks"] += 1
+        self.coarse[block.sensor_id] = {
+            "sensor": block.sensor_id, "site": block.site, "time_s": float(block.time_s),
+            "cadence_spm": _finite_or_none(block.cadence_spm), "speed_ms": _finite_or_none(block.speed_ms),
+            "stride_length_m": _finite_or_none(block.stride_length_m),
+            "total_distance_m": _finite_or_none(block.total_distance_m),
+            "is_running": block.is_running}
+        if not self.detectors:
+            return self.handle_steps(empty_steps(0), float(block.time_s), sensor=block.sensor_id, site=block.site,
+                                     trigger_arrival_ns=int(block.arrival_ns))
+        return []
+
     def handle_steps(self, steps: np.ndarray, now_s: float, *, sensor: str = "sensor", site: str = "sacrum",
                      trigger_arrival_ns: int | None = None) -> list[Cue]:
         """Steps (STEP_DTYPE) -> metrics, program, cues, MQTT. Public so other step producers can feed it."""
@@ -430,7 +717,7 @@ class RunnerPipeline:
             changes = self.program.update(now_s)
         tick = False
         if not math.isfinite(self._next_metrics_s):
-            self._next_metrics_s = now_s + self.cfg.metrics_period_s
+            self._next_metrics_s = now_s + self.cfg.metrics_period_s * (1.0 + self._metrics_phase)
         elif now_s >= self._next_metrics_s:
             tick = True
             self._next_metrics_s += self.cfg.metrics_period_s * max(1, math.floor(
@@ -445,8 +732,10 @@ class RunnerPipeline:
             if tick and link is not None:
                 extra = {"cadence_target_spm": self.cues.config.target_cadence_spm, "paused": self.paused,
                          "interval": interval.to_payload() if interval else None}
+                if self.coarse:
+                    extra["coarse_sensors"] = [c for c in self.coarse.values() if now_s - c["time_s"] < 5.0]
                 link.enqueue(CLASS_METRICS, metrics_topic(self.runner),
-                             encode_json(snap.to_payload(self.runner, **extra)))
+                             encode_json(snap.to_payload(self.runner, **extra), check=False))
             if changes and link is not None:
                 self.publish_status()
         for c in cues:
@@ -472,6 +761,9 @@ class RunnerPipeline:
             self.link.enqueue(CLASS_CUE, cues_topic(self.runner),
                               encode_json(cue_payload(self.runner, dataclasses.replace(cue, ttl_s=ttl), self._cue_id),
                                           check=False), ttl_s=ttl)
+            if cue.trigger_arrival_ns:
+                self.link.pump()  # a cue goes out now, not at the end of the block
+                self._cue_lat_ms[self._cue_id % 256] = (time.monotonic_ns() - cue.trigger_arrival_ns) / 1e6
 
     # ---- control ---------------------------------------------------------------------------------------
     def _on_mqtt_message(self, topic: str, payload: bytes, props) -> None:  # paho thread
@@ -604,7 +896,13 @@ class RunnerPipeline:
 
 # ------------------------------------------------------------------------------------------------ edge
 class Edge:
-    """Runs one :class:`RunnerPipeline` per source; ``await edge.run()`` until the sources end or ``stop()``."""
+    """Runs one :class:`RunnerPipeline` per source; ``await edge.run()`` until the sources end or ``stop()``.
+
+    Per runner: a reader task (source -> journal thread -> bounded DSP queue) and a DSP task; per edge: one
+    journal thread (:class:`~runform.server._journal_worker.JournalWorker`), one ticker (links, status every
+    10 s) and the MQTT links' sockets on this loop. Several processes: ``runform run --workers N`` /
+    :func:`runform.server._workers.run_sharded` (each worker an Edge over a disjoint set of runners).
+    """
 
     def __init__(self, sources: list[SampleSource], configs: dict[str, RunnerConfig], *,
                  detector_factory: Callable[..., Any] = default_detector_factory) -> None:
@@ -612,10 +910,13 @@ class Edge:
         self.pipelines: dict[str, RunnerPipeline] = {}
         for src in sources:
             cfg = configs.get(src.runner) or RunnerConfig(src.runner)
+            if src.runner in self.pipelines:
+                raise ValueError(f"runner {src.runner!r} has two sources; give each runner one source")
             self.pipelines[src.runner] = RunnerPipeline(cfg, list(src.sensors), detector_factory=detector_factory)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._warm = detector_factory is not default_detector_factory  # test doubles need no compilation
+        self.journal_worker: JournalWorker | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -627,8 +928,22 @@ class Edge:
             from runform.dsp import warmup
             await loop.run_in_executor(None, warmup)
             self._warm = True
+        if any(p.cfg.journal_dir is not None for p in self.pipelines.values()):
+            self.journal_worker = JournalWorker()
+        for src in self.sources:
+            bind = getattr(src, "bind", None)
+            if bind is not None:
+                bind(self.pipelines[src.runner])
         for p in self.pipelines.values():
-            p.open(loop)
+            p.open(loop, self.journal_worker)
+        # Everything allocated so far (modules, numba, detector state) lives for the whole run: move it out of
+        # the collector's reach, so a full collection (tens of ms with numba loaded) never stalls the cues.
+        gc.collect()
+        gc.freeze()
+        # the journal thread, the connect executor: a background thread holding the GIL delays the loop by up to
+        # the switch interval (5 ms by default); 1 ms bounds that hand-off
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, 0.001))
         try:
             work = []
             for src in self.sources:
@@ -637,7 +952,7 @@ class Edge:
                 work.append(asyncio.create_task(self._reader(src, p, q)))
                 work.append(asyncio.create_task(self._dsp(p, q)))
                 self._tasks.append(asyncio.create_task(p.control_task()))
-                self._tasks.append(asyncio.create_task(self._ticker(p)))
+            self._tasks.append(asyncio.create_task(self._ticker()))
             readers = work[0::2]
             waiter = asyncio.create_task(self._stop.wait())
             timeout = asyncio.create_task(asyncio.sleep(duration_s)) if duration_s else None
@@ -658,13 +973,22 @@ class Edge:
                 t.cancel()
             await asyncio.gather(*self._tasks, *pending, return_exceptions=True)
         finally:
+            gc.unfreeze()
+            sys.setswitchinterval(switch)
             for p in self.pipelines.values():
                 p.close()
+            if self.journal_worker is not None:
+                self.journal_worker.close()
+                for p in self.pipelines.values():
+                    p._update_journal_counters()
         return {r: p.stats() for r, p in self.pipelines.items()}
 
     async def _reader(self, src: SampleSource, p: RunnerPipeline, q: asyncio.Queue) -> None:
         async for item in src:
             p.journal(item)  # disk first
+            if q.empty() and not p._dsp_busy:
+                p.process(item.block)  # no backlog: process now (saves a queue hop and a task switch)
+                continue
             try:
                 q.put_nowait(item.block)
             except asyncio.QueueFull:
@@ -672,18 +996,27 @@ class Edge:
         await q.put(None)
 
     async def _dsp(self, p: RunnerPipeline, q: asyncio.Queue) -> None:
+        """Drains the backlog when the reader had to queue (a burst of packets arriving together)."""
         while True:
             block = await q.get()
             if block is None:
                 return
-            p.process(block)
+            p._dsp_busy = True
+            try:
+                p.process(block)
+            finally:
+                p._dsp_busy = q.qsize() > 0
 
-    async def _ticker(self, p: RunnerPipeline) -> None:
-        """Pump the link (acks, reconnects) and refresh the retained status every 10 s."""
+    async def _ticker(self, period_s: float = 0.1, status_every_s: float = 10.0) -> None:
+        """One task for all runners: pump the links (expire stale cues, hand over what acks made room for) and
+        refresh each runner's retained status every ``status_every_s``, spread over the period."""
+        pipes = list(self.pipelines.values())
+        n_per_status = max(1, int(round(status_every_s / period_s)))
         k = 0
         while True:
-            await asyncio.sleep(0.05)
-            p._pump()
+            await asyncio.sleep(period_s)
             k += 1
-            if k % 200 == 0:
-                p.publish_status()
+            for i, p in enumerate(pipes):
+                p._pump()
+                if (k + i * n_per_status // max(1, len(pipes))) % n_per_status == 0:
+                    p.publish_status()

@@ -1,4 +1,9 @@
-"""Shared fixtures. Area-specific fixtures live in tests/<area>/conftest.py."""
+"""Shared fixtures. Area-specific fixtures live in tests/<area>/conftest.py.
+
+``emulator`` / ``sensors`` (the BLE emulator with virtual sensors) are here because tests/ble and the edge's
+BLE end-to-end test (tests/server) both use them: one emulator per test session.
+"""
+import contextlib
 import os
 from pathlib import Path
 
@@ -19,3 +24,46 @@ def shared_data():
     if root is None:
         pytest.skip("real recordings not found: set RUNFORM_DATA or place shared/data beside the checkout")
     return root
+
+
+# ------------------------------------------------------------------------------------------ BLE emulator
+N_PERIPHERALS = 8
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    """One private D-Bus + bluezoo per test session (skipped with the reason when unavailable)."""
+    from runform.firmware_bridge.virtual import BluezooEmulator, emulator_missing_reason
+    reason = emulator_missing_reason()
+    if reason:
+        pytest.skip(f"BLE emulator unavailable: {reason}")
+    emu = BluezooEmulator(N_PERIPHERALS, scan_interval_s=1)
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+async def sensors(emulator):
+    """Factory: ``await sensors(site, cls=VirtualSensor, **kwargs)`` -> a started virtual sensor (runform v1;
+    ``cls=VirtualPolarSensor`` / ``VirtualRscPod`` for the others), stopped after the test."""
+    from runform.firmware_bridge.virtual import VirtualRscPod, VirtualSensor
+
+    from tests.ble._synth import default_source
+    started: list = []
+    emulator.release_all()
+
+    async def make(site="foot_left", cls=VirtualSensor, **kw):
+        if cls is not VirtualRscPod:
+            kw.setdefault("source_factory", default_source())
+        kw.setdefault("seed", len(started) + 1)
+        name, addr = emulator.take_adapter()
+        vs = cls(site, **kw)
+        await vs.start(name, addr)
+        started.append(vs)
+        return vs
+
+    yield make
+    for vs in started:
+        with contextlib.suppress(Exception):
+            await vs.stop()

@@ -19,9 +19,10 @@ gets its own id instead of kicking the first one off the broker (which is what a
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
-import math
+import random
 import os
 import secrets
 import socket
@@ -83,7 +84,7 @@ class MqttSettings:
     transport: str = "tcp"  # "tcp" | "websockets"
     keepalive_s: int = 10
     reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 8.0
+    reconnect_max_s: float = 4.0  # after a broker restart every link is back within this (+ jitter)
     session_expiry_s: int = 60
     window: int = 200  # messages handed to paho but not yet written/acked
     max_inflight: int = 100
@@ -118,6 +119,8 @@ class OutboundQueue:
 
     def expire(self, now_mono: float) -> None:
         q = self._q[CLASS_CUE]
+        if not q:
+            return
         keep = [m for m in q if m.deadline_mono is None or m.deadline_mono > now_mono]
         self.dropped_stale += len(q) - len(keep)
         q.clear()
@@ -143,9 +146,23 @@ class OutboundQueue:
     def __len__(self) -> int:
         return sum(len(q) for q in self._q.values())
 
+    def __bool__(self) -> bool:
+        return any(self._q.values())
+
 
 class MqttLink:
     """A paho v5 client plus :class:`OutboundQueue`. Call :meth:`pump` from ONE thread (the edge's loop).
+
+    Two ways to run the network side:
+
+    - ``start()``: paho's own network thread (``loop_start``; paho's reconnect backoff). Every publish is handed
+      to that thread through paho's socketpair and waits for the GIL.
+    - ``start(loop)``: no thread; the socket is driven by the asyncio loop (``add_reader``/``add_writer``,
+      ``loop_read``/``loop_write``/``loop_misc``), so ``publish`` writes to the socket at once, in the caller.
+      Connecting runs in the loop's executor (a slow or unreachable broker never stalls the loop), and the
+      reconnect backoff is ours: ``reconnect_min_s`` doubling up to ``reconnect_max_s``, with +-20 % jitter so
+      a hundred links do not hit a restarted broker in the same millisecond; reset after each CONNACK.
+      The edge uses this mode (one loop, many links, no thread hand-off on the cue path).
 
     Parameters
     ----------
@@ -172,6 +189,16 @@ class MqttLink:
         self._pending: dict[int, int] = {}  # mid -> qos, handed to paho and not yet written/acked
         self._connected = threading.Event()
         self._wake: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # asyncio mode (start(loop))
+        self._aio_sock = None
+        self._aio_writing = False
+        self._aio_connecting = False
+        self._aio_stopping = False
+        self._aio_retry: asyncio.TimerHandle | None = None
+        self._aio_misc_handle: asyncio.TimerHandle | None = None
+        self._backoff_s: float | None = None
+        self.connect_attempts = 0
+        self.last_connect_mono: float | None = None  # time.monotonic() of the last CONNACK
         self.counters = {"connects": 0, "disconnects": 0, "published": 0, "paho_refused": 0,
                          "messages_in": 0, "max_pending": 0}
         self.last_disconnect_reason: str | None = None
@@ -188,6 +215,8 @@ class MqttLink:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
+        c.on_socket_close = self._on_socket_close
+        c.on_socket_open = self._on_socket_open
         self.client = c
 
     # ---- paho thread ----------------------------------------------------------------------------------
@@ -197,6 +226,8 @@ class MqttLink:
             log.warning("%s: connection refused: %s", self.client_id, reason_code)
             return
         self.counters["connects"] += 1
+        self.last_connect_mono = time.monotonic()
+        self._backoff_s = None
         self._events.append(("conn",))
         if self._birth is not None:
             topic, payload = self._birth()
@@ -211,6 +242,8 @@ class MqttLink:
         self.counters["disconnects"] += 1
         self.last_disconnect_reason = str(reason_code)
         log.info("%s: disconnected (%s)", self.client_id, reason_code)
+        if self._loop is not None and not self._aio_stopping:
+            self._aio_schedule_reconnect()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._events.append(("ack", mid))
@@ -243,11 +276,17 @@ class MqttLink:
     def wait_connected(self, timeout_s: float = 10.0) -> bool:
         return self._connected.wait(timeout_s)
 
-    def start(self) -> "MqttLink":
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> "MqttLink":
+        """Connect in the background: paho's network thread, or (``loop`` given) the asyncio loop."""
         self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s,
                                   clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
                                   properties=self._connect_props())
-        self.client.loop_start()
+        if loop is None:
+            self.client.loop_start()
+        else:
+            self._loop = loop
+            loop.call_soon(self._aio_connect)
+            self._aio_misc_handle = loop.call_later(1.0, self._aio_misc)
         return self
 
     def _connect_props(self) -> Properties:
@@ -256,7 +295,13 @@ class MqttLink:
         return p
 
     def stop(self, final: tuple[str, bytes] | None = None, timeout_s: float = 2.0) -> None:
-        """Publish ``final`` (retained status) if connected, DISCONNECT cleanly (no will), stop the thread."""
+        """Publish ``final`` (retained status) if connected, DISCONNECT cleanly (no will), stop the network side.
+
+        In asyncio mode this is synchronous too (called while the loop is winding down): it drives paho
+        directly until the final status is acknowledged or ``timeout_s`` passed."""
+        if self._loop is not None:
+            self._aio_stop(final, timeout_s)
+            return
         if final is not None and self.connected:
             info = self.client.publish(final[0], final[1], qos=1, retain=True)
             try:
@@ -265,6 +310,115 @@ class MqttLink:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
+
+    # ---- asyncio mode -----------------------------------------------------------------------------------
+    def _aio_connect(self) -> None:
+        self._aio_retry = None
+        if self._aio_stopping or self._aio_connecting or self._aio_sock is not None:
+            return
+        self._aio_connecting = True
+        self.connect_attempts += 1
+        fut = self._loop.run_in_executor(None, self.client.reconnect)  # blocking TCP connect + CONNECT packet
+        fut.add_done_callback(self._aio_connect_done)
+
+    def _aio_connect_done(self, fut) -> None:
+        self._aio_connecting = False
+        exc = fut.exception() if not fut.cancelled() else None
+        if self._aio_stopping:
+            if exc is None:
+                self.client._sock_close()
+            return
+        sock = self.client.socket() if exc is None else None
+        if sock is None:
+            self.last_disconnect_reason = f"connect failed: {exc}" if exc else "connect failed"
+            log.debug("%s: %s", self.client_id, self.last_disconnect_reason)
+            self._aio_schedule_reconnect()
+            return
+        self._aio_sock = sock
+        self._loop.add_reader(sock, self._aio_read)
+        self._aio_want_write()
+
+    def _aio_schedule_reconnect(self) -> None:
+        if self._aio_stopping or self._aio_retry is not None or self._aio_connecting:
+            return
+        s = self.settings
+        self._backoff_s = s.reconnect_min_s if self._backoff_s is None else min(self._backoff_s * 2,
+                                                                                 s.reconnect_max_s)
+        delay = self._backoff_s * random.uniform(0.8, 1.2)
+        self._aio_retry = self._loop.call_later(delay, self._aio_connect)
+
+    @staticmethod
+    def _on_socket_open(client, userdata, sock) -> None:
+        """TCP_NODELAY: a cue written right after another message must not wait for that message's ACK."""
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):  # websockets wrapper / unix socket: nothing to tune
+            pass
+
+    def _on_socket_close(self, client, userdata, sock) -> None:
+        if self._loop is not None and sock is self._aio_sock:
+            self._loop.remove_reader(sock)
+            if self._aio_writing:
+                self._loop.remove_writer(sock)
+                self._aio_writing = False
+            self._aio_sock = None
+
+    def _aio_read(self) -> None:
+        self.client.loop_read()
+        self._aio_want_write()
+
+    def _aio_write(self) -> None:
+        self.client.loop_write()
+        self._aio_want_write()
+
+    def _aio_want_write(self) -> None:
+        """Register for writability only while paho has bytes the socket did not take at once."""
+        sock = self._aio_sock
+        if sock is None:
+            return
+        want = self.client.want_write()
+        if want and not self._aio_writing:
+            self._loop.add_writer(sock, self._aio_write)
+            self._aio_writing = True
+        elif not want and self._aio_writing:
+            self._loop.remove_writer(sock)
+            self._aio_writing = False
+
+    def _aio_misc(self) -> None:
+        """Keepalive (PINGREQ, a missing PINGRESP or CONNACK closes the socket -> reconnect), once a second."""
+        if self._aio_stopping:
+            return
+        if self._aio_sock is not None and not self._aio_connecting:
+            self.client.loop_misc()
+            self._aio_want_write()
+        self._aio_misc_handle = self._loop.call_later(1.0, self._aio_misc)
+
+    def _aio_stop(self, final: tuple[str, bytes] | None, timeout_s: float) -> None:
+        self._aio_stopping = True
+        for h in (self._aio_retry, self._aio_misc_handle):
+            if h is not None:
+                h.cancel()
+        c = self.client
+        deadline = time.monotonic() + timeout_s
+        while self._aio_connecting and time.monotonic() < deadline:  # a connect in the executor: let it finish
+            time.sleep(0.01)
+        sock = self._aio_sock
+        if sock is not None:  # hand the socket back to paho's own select loop for the goodbye
+            self._loop.remove_reader(sock)
+            if self._aio_writing:
+                self._loop.remove_writer(sock)
+                self._aio_writing = False
+        if final is not None and self.connected and sock is not None:
+            info = c.publish(final[0], final[1], qos=1, retain=True)
+            while not info.is_published() and c.socket() is not None and time.monotonic() < deadline:
+                c.loop(timeout=0.05)
+        if c.socket() is not None:
+            c.disconnect()
+            while c.want_write() and c.socket() is not None and time.monotonic() < deadline:
+                c.loop(timeout=0.05)
+        self._aio_sock = None
+        c._sock_close()
+        self._connected.clear()
 
     def enqueue(self, cls: str, topic: str, payload: bytes, *, retain: bool = False, ttl_s: float | None = None,
                 content_type: str | None = None, user_props: tuple[tuple[str, str], ...] = ()) -> bool:
@@ -281,6 +435,8 @@ class MqttLink:
 
     def pump(self) -> int:
         """Hand queued messages to paho while connected and the window allows; returns how many."""
+        if not self._events and not self.queue:  # nothing to do (the common case: called after every block)
+            return 0
         self._drain_events()
         now = time.monotonic()
         self.queue.expire(now)
@@ -317,6 +473,8 @@ class MqttLink:
                 break
         self.counters["published"] += sent
         self.counters["max_pending"] = max(self.counters["max_pending"], len(self._pending))
+        if sent and self._aio_sock is not None:
+            self._aio_want_write()
         return sent
 
     @property

@@ -14,21 +14,27 @@ from ._schema import SCHEMA_CONTROL, SCHEMA_CUE, SCHEMA_REPLY, SCHEMA_STATUS, SC
 _STEP_FLOAT_FIELDS = ("ic_s", "tc_s", "gct_ms", "flight_ms", "step_time_ms", "cadence_spm", "cadence_smoothed_spm",
                       "duty_factor", "peak_accel_g", "loading_rate_gps", "peak_vgrf_bw")
 _ROUND = {"ic_s": 6, "tc_s": 6}
+_INF = (float("inf"), float("-inf"))
 
 
 def steps_payload(runner: str, sensor: str, site: str, steps: np.ndarray) -> dict:
-    """STEP_DTYPE array -> ``runform.steps.v1`` dict (column-wise conversion, NaN -> null)."""
-    cols: dict[str, list] = {}
-    for f in _STEP_FLOAT_FIELDS:
-        a = np.round(steps[f].astype(np.float64), _ROUND.get(f, 3))
-        cols[f] = [None if v != v else v for v in a.tolist()]  # v != v: NaN
-    side = steps["side"]
-    cols["side"] = np.where(side == SIDE_LEFT, "L", np.where(side == SIDE_RIGHT, "R", "")).tolist()
-    cols["side"] = [s or None for s in cols["side"]]
-    cols["clipped"] = steps["clipped"].astype(bool).tolist()
-    cols["activity"] = [ACTIVITY_NAMES.get(a, "unknown") for a in steps["activity"].tolist()]
-    keys = list(cols)
-    rows = [dict(zip(keys, vals)) for vals in zip(*(cols[k] for k in keys))]
+    """STEP_DTYPE array -> ``runform.steps.v1`` dict (NaN -> null). Loops over STEPS (a few per chunk), never
+    over samples; one ``tolist`` per field instead of numpy rounding per field keeps it at ~10 us per step."""
+    n = len(steps)
+    cols = [steps[f].tolist() for f in _STEP_FLOAT_FIELDS]
+    digits = [_ROUND.get(f, 3) for f in _STEP_FLOAT_FIELDS]
+    side = steps["side"].tolist()
+    clipped = steps["clipped"].tolist()
+    activity = steps["activity"].tolist()
+    rows = []
+    for i in range(n):
+        row = {f: (None if c[i] != c[i] or c[i] in _INF else round(c[i], d))
+               for f, c, d in zip(_STEP_FLOAT_FIELDS, cols, digits)}
+        s = side[i]
+        row["side"] = "L" if s == SIDE_LEFT else "R" if s == SIDE_RIGHT else None
+        row["clipped"] = bool(clipped[i])
+        row["activity"] = ACTIVITY_NAMES.get(activity[i], "unknown")
+        rows.append(row)
     return {"schema": SCHEMA_STEPS, "runner": runner, "sensor": sensor, "site": site,
             "time_unix_s": time.time(), "steps": rows}
 

@@ -41,6 +41,13 @@ STEP_ITEM = _obj({
     "peak_vgrf_bw": _NUM, "activity": _ACTIVITY,
 }, ["ic_s", "side", "gct_ms", "cadence_spm", "peak_accel_g", "activity"])
 
+COARSE_ITEM = _obj({
+    "sensor": {"type": "string"}, "site": {"type": "string"},
+    "time_s": {"type": "number", "description": "host monotonic arrival (RSC carries no timestamp)"},
+    "cadence_spm": {**_NUM, "description": "steps/min of both feet, as the pod reports it"},
+    "speed_ms": _NUM, "stride_length_m": _NUM, "total_distance_m": _NUM, "is_running": {"type": ["boolean", "null"]},
+}, ["sensor", "time_s", "cadence_spm", "speed_ms"])
+
 INTERVAL = {"type": ["object", "null"], "properties": {
     "index": {"type": "integer", "minimum": 0}, "kind": {"enum": ["walk", "run", "rest"]},
     "elapsed_s": {"type": "number"}, "remaining_s": {"type": "number"},
@@ -64,6 +71,8 @@ SCHEMAS: dict[str, dict] = {
         "loading_rate_gps": _NUM, "steps_in_window": {"type": "integer", "minimum": 0},
         "steps_total": {"type": "integer", "minimum": 0}, "impact_sum_g": {"type": "number", "minimum": 0},
         "interval": INTERVAL, "paused": {"type": "boolean"},
+        "coarse_sensors": {"type": "array", "maxItems": 16, "items": COARSE_ITEM,
+                           "description": "latest values of coarse sensors (RSC foot pods) seen in the last 5 s"},
     }, ["schema", "runner", "time_s", "window_s", "cadence_spm", "steps_total"],
         desc="Rolling metrics over the last window_s, published every second."),
     SCHEMA_CUE: _obj({

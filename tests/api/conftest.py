@@ -71,7 +71,7 @@ def fill_sessions(store) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def users(tmp_path_factory):
     clock = Clock()
     s = make_users(tmp_path_factory.mktemp("users") / "users.db", clock)
@@ -80,7 +80,7 @@ def users(tmp_path_factory):
     s.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sessions(tmp_path_factory):
     from runform.server.storage import open_store
     s = open_store(tmp_path_factory.mktemp("db") / "sessions.db")
@@ -89,7 +89,7 @@ def sessions(tmp_path_factory):
     s.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def broker(users, tmp_path_factory):
     if not mosquitto_available():
         pytest.skip("mosquitto not installed: apt-get install mosquitto mosquitto-clients (make sysdeps)")
@@ -177,7 +177,7 @@ def mqtt_client(broker):
         m.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def app_factory(users, sessions):
     from runform.server.api import ApiConfig, create_app
 
@@ -206,5 +206,11 @@ def login(client, user, mode="bearer", password=PASSWORD):
     return r.json()
 
 
+_TOKENS: dict[str, str] = {}
+
+
 def bearer(client, user) -> dict:
-    return {"Authorization": f"Bearer {login(client, user)['token']}"}
+    """Authorization header for ``user`` (one login per user per test run: argon2 costs ~0.2 s a login)."""
+    if user not in _TOKENS:
+        _TOKENS[user] = login(client, user)["token"]
+    return {"Authorization": f"Bearer {_TOKENS[user]}"}

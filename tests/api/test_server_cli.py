@@ -18,8 +18,30 @@ from .conftest import PASSWORD
 
 
 def run_cli(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "runform.server.cli", *args], input=stdin, capture_output=True,
-                          text=True, timeout=60)
+    """The first call runs a real `runform` process; the rest call the same main() in-process (fast)."""
+    global _first
+    if _first:
+        _first = False
+        return subprocess.run([sys.executable, "-m", "runform.server.cli", *args], input=stdin,
+                              capture_output=True, text=True, timeout=60)
+    import contextlib
+    import io
+    from runform.server.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.stdin
+    sys.stdin = io.StringIO(stdin or "")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main(list(args))
+            except SystemExit as exc:
+                rc = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.stdin = old
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
+_first = True
 
 
 def test_user_cli_and_generated_broker_files(tmp_path):

@@ -184,3 +184,50 @@ class ScriptedStepDetector:
         self._next += n * dt
         self._side = (self._side + n) % 2
         return st
+
+
+def run_loop_until(loop, pred, timeout_s: float = 10.0) -> bool:
+    """Run a not-running asyncio ``loop`` (which drives the edge's MQTT sockets) until ``pred()`` or timeout."""
+    import asyncio
+
+    async def wait():
+        deadline = time.monotonic() + timeout_s
+        while not pred() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return bool(pred())
+    return loop.run_until_complete(wait())
+
+
+class PortGuard:
+    """Holds a killed broker's port until the broker restarts: anything else on this machine (another test run
+    starting a broker on a "free" port) could otherwise get it, and the edge would reconnect to that broker.
+    It listens and closes every connection at once, like a broker that is not there (the client's connect
+    fails, paho's backoff runs)."""
+
+    def __init__(self, port: int):
+        import socket
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.sock.settimeout(0.1)
+        self.refused = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        import socket
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+            c.close()
+            self.refused += 1
+
+    def release(self):
+        self._stop.set()
+        self._t.join(2)
+        self.sock.close()

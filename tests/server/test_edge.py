@@ -1,8 +1,8 @@
 """The edge process end to end: simulator -> journal -> real detector -> cues -> real Mosquitto."""
 import asyncio
 import json
+import socket
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ from runform.server.cues import CueConfig
 from runform.server.edge import Edge, JournalReplaySource, RunnerConfig, SimulatorSource
 from runform.server.programs import load_program
 
-from .conftest import PASSWORD, SPEC
+from .conftest import PASSWORD, SPEC, PortGuard
 
 pytest.importorskip("runform.firmware_bridge.simulator")
 pytest.importorskip("runform.firmware_bridge.journal")
@@ -43,7 +43,9 @@ def test_broker_killed_and_restarted_mid_run(fresh_mosquitto, mqtt_sub, tmp_path
         await asyncio.sleep(4.5)
         marks["down"] = time.time()
         await asyncio.to_thread(b.kill)  # crash: no clean shutdown
+        guard = PortGuard(b.port)
         await asyncio.sleep(3.5)
+        guard.release()
         await asyncio.to_thread(b.start)
         marks["up"] = time.time()
 
@@ -133,3 +135,117 @@ def test_replay_of_a_journal_gives_the_same_steps(tmp_path):
     p2 = e2.pipelines["alice"]
     assert p2.counters["samples"] == 20.0 * 500
     assert n1 > 40 and abs(p2.counters["steps"] - n1) <= 1
+
+
+@pytest.mark.slow
+def test_broker_down_30s_mid_run(tmp_path, mqtt_sub):
+    """The issue's scenario: the broker dies (SIGKILL) for 30 s while two runners stream, and comes back.
+
+    Realistic settings: the default reconnect backoff (0.5 s doubling to 4 s, +-20 % jitter); the broker keeps
+    sessions on disk (``autosave_interval 1``) and the subscriber (a storage-like consumer) has a persistent
+    session, so QoS1 steps queued by the edge during the outage reach it after the restart whichever of the two
+    reconnects first.
+    """
+    from runform.dsp import warmup
+    from runform.firmware_bridge.journal import JournalReader
+    from runform.server.broker import MosquittoBroker
+
+    from .conftest import _need_mosquitto
+    _need_mosquitto()
+    b = MosquittoBroker(tmp_path / "broker", SPEC, persistence=True, extra_conf=["autosave_interval 1"]).start()
+    try:
+        sub = mqtt_sub(b.port, "edge", topics=[m.runner_filter("alice"), m.runner_filter("bob")], clean_start=False,
+                       session_expiry_s=600).start()
+        time.sleep(1.5)  # the subscriber's session is in the broker's autosave
+        defaults = m.MqttSettings()
+        mk = lambda: m.MqttSettings(port=b.port, username="edge", password=PASSWORD)  # noqa: E731
+        duration = 44.0
+        srcs = [SimulatorSource(r, sites=("sacrum",), duration_s=duration, speed=1.0, seed=k)
+                for k, r in enumerate(("alice", "bob"))]
+        cfgs = {s.runner: RunnerConfig(s.runner, mqtt=mk(), journal_dir=tmp_path / "journal", cue=chatty_cues(),
+                                       access=SPEC) for s in srcs}
+        edge = Edge(srcs, cfgs)
+        warmup()
+        marks = {}
+
+        async def outage():
+            await asyncio.sleep(5.0)
+            marks["down"], marks["down_mono"] = time.time(), time.monotonic()
+            marks["steps_at_down"] = {r: p.counters["steps"] for r, p in edge.pipelines.items()}
+            await asyncio.to_thread(b.kill)  # crash: no clean shutdown, no will published by anyone
+            marks["dead"] = time.time()  # kill() returns once the broker process is gone
+            guard = PortGuard(b.port)
+            await asyncio.sleep(30.0)
+            guard.release()
+            marks["steps_before_up"] = {r: p.counters["steps"] for r, p in edge.pipelines.items()}
+            marks["connected_during"] = {r: p.link.connected for r, p in edge.pipelines.items()}
+            marks["restart"], marks["restart_mono"] = time.time(), time.monotonic()
+            await asyncio.to_thread(b.start)  # returns once the port accepts; the edge may be back before that
+            marks["up"], marks["up_mono"] = time.time(), time.monotonic()
+            # bob's edge connection dies abruptly once it is back: the broker must publish bob's will
+            for _ in range(200):
+                if edge.pipelines["bob"].link.connected and edge.pipelines["alice"].link.connected:
+                    break
+                await asyncio.sleep(0.05)
+            marks["reconnected_mono"] = {r: p.link.last_connect_mono for r, p in edge.pipelines.items()}
+            await asyncio.sleep(1.0)
+            marks["cut"] = time.time()
+            edge.pipelines["bob"].link.client.socket().shutdown(socket.SHUT_RDWR)
+
+        async def main():
+            t = asyncio.create_task(outage())
+            stats = await edge.run()
+            await t
+            return stats
+
+        stats = asyncio.run(main())
+        time.sleep(0.5)
+    finally:
+        b.stop()
+
+    for r in ("alice", "bob"):
+        p = edge.pipelines[r]
+        st = stats[r]
+        # the edge kept running through the outage: the DSP kept finding steps while nothing could be sent
+        assert not marks["connected_during"][r]
+        assert marks["steps_before_up"][r] - marks["steps_at_down"][r] > 60
+        assert st["blocks"] == st["samples"] // 20 == duration * 25
+        # journal complete
+        files = list((tmp_path / "journal" / r).glob("*.rfj"))
+        assert len(files) == 1
+        assert sum(1 for _ in JournalReader(files[0]).packets()) == st["journaled_packets"] == duration * 25
+        # reconnected within the backoff's maximum (+ jitter, + connect) of the broker's return
+        delay = marks["reconnected_mono"][r] - marks["restart_mono"]
+        print(f"{r}: reconnected {delay:.2f} s after the broker restart began, {p.link.connect_attempts} connect "
+              f"attempts, {st['mqtt_stale_cues']} stale cues dropped, {st['steps']} steps")
+        assert 0 <= delay <= defaults.reconnect_max_s * 1.2 + 1.0, delay
+        assert p.link.connect_attempts > 5  # it kept trying (with backoff) the whole time
+        # cues: before and after, none delivered late, the ones made during the outage dropped
+        cues = [(x, m.decode_json(x.payload, m.SCHEMA_CUE)) for x in sub.on(f"{r}/cues")]
+        assert any(x.recv_unix_s < marks["down"] for x, _ in cues)
+        assert any(x.recv_unix_s > marks["up"] + 2.0 for x, _ in cues)
+        for x, c in cues:
+            assert x.recv_unix_s <= c["expires_unix_s"] + 0.3, "stale cue delivered late"
+            # nothing can arrive while the broker is down; a cue made during the outage may only arrive after
+            # the restart if it is still within its lifetime (checked above), i.e. it was made < ttl_s before
+            assert not marks["dead"] + 0.2 < x.recv_unix_s < marks["restart"], (
+                "received during the outage", round(x.recv_unix_s - marks["dead"], 3))
+            if marks["dead"] < c["time_unix_s"] < marks["restart"]:
+                assert c["time_unix_s"] > marks["restart"] - c["ttl_s"] - 0.3, "a cue made during the outage was sent"
+        assert st["mqtt_stale_cues"] >= 10
+        # steps (QoS1) made during the outage arrived after it; none lost, none twice
+        steps = [s for x in sub.on(f"{r}/sacrum/steps") for s in json.loads(x.payload)["steps"]]
+        ic = np.array([s["ic_s"] for s in steps])
+        assert len(np.unique(ic)) == st["steps"] > 100
+        assert np.sum((ic > marks["down_mono"] + 1) & (ic < marks["restart_mono"] - 1)) > 50
+        assert any(x.recv_unix_s > marks["up"] for x in sub.on(f"{r}/metrics"))
+    # status: online again after the restart (birth), bob's will after the cut, online again, offline at the end
+    for r in ("alice", "bob"):
+        statuses = [(x, m.decode_json(x.payload, m.SCHEMA_STATUS)) for x in sub.on(f"{r}/status")]
+        assert any(x.recv_unix_s > marks["up"] and s["state"] == "online" for x, s in statuses)
+        assert statuses[-1][1]["state"] == "offline" and statuses[-1][1]["reason"] == "edge stopped"
+    bob = [(x, json.loads(x.payload)) for x in sub.on("bob/status")]
+    wills = [x.recv_unix_s for x, s in bob if s["state"] == "offline" and "last will" in (s["reason"] or "")]
+    assert len(wills) == 1 and wills[0] > marks["cut"]
+    assert any(x.recv_unix_s > wills[0] and s["state"] == "online" for x, s in bob)
+    assert not any("last will" in (json.loads(x.payload)["reason"] or "") for x in sub.on("alice/status"))

@@ -16,7 +16,7 @@ from runform.server.broker import EmbeddedBroker, iotcore_available
 from runform.server.cues import Cue, CueConfig
 from runform.server.edge import RunnerConfig, RunnerPipeline, SensorInfo
 
-from .conftest import PASSWORD, SPEC, synthetic_steps
+from .conftest import PASSWORD, SPEC, run_loop_until, synthetic_steps
 
 
 def settings(broker, user="edge"):
@@ -109,10 +109,13 @@ EDGE_SCRIPT = textwrap.dedent("""
     cfg = RunnerConfig("alice", mqtt=MqttSettings(port=port, username="edge", password=sys.argv[2]))
     p = RunnerPipeline(cfg, [SensorInfo("s1", "sacrum", 500.0)])
     loop = asyncio.new_event_loop()
-    p.open(loop)
-    assert p.link.wait_connected(10)
+    p.open(loop)  # the link's socket is driven by this loop: run it
+    async def until_connected():
+        while not p.link.connected:
+            await asyncio.sleep(0.01)
+    loop.run_until_complete(asyncio.wait_for(until_connected(), 10))
     print("connected", flush=True)
-    time.sleep(60)
+    loop.run_until_complete(asyncio.sleep(60))
 """)
 
 
@@ -146,8 +149,8 @@ def test_control_validation_authorisation_and_replies(mosquitto, mqtt_sub):
     loop = asyncio.new_event_loop()
     try:
         p.open(loop)
-        assert p.link.wait_connected(5)
-        time.sleep(0.3)  # SUBACK
+        assert run_loop_until(loop, lambda: p.link.connected, 5)
+        loop.run_until_complete(asyncio.sleep(0.3))  # SUBACK
         sends = [
             ("pt", b"{not json", None),
             ("pt", json.dumps({"schema": "runform.control.v1", "request_id": "r2", "command": "fly"}).encode(), "r2"),

@@ -1,0 +1,98 @@
+"""BLE as a source of the edge, end to end: virtual sensors on bluezoo -> bleak's real BlueZ backend -> Bridge
+(BleHub) -> journal -> DSP -> cues -> real Mosquitto -> a separate subscriber, for two runners.
+
+alice wears a runform v1 sensor at the sacrum; bob one on the left foot plus an RSC foot pod (coarse: cadence and
+speed only), which must stay out of the DSP and show up in bob's metrics as a coarse sensor.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from runform.server import mqtt as m
+from runform.server.cues import CueConfig
+from runform.server.edge import BleHub, Edge, RunnerConfig
+
+from .conftest import PASSWORD, SPEC
+
+pytest.importorskip("runform.firmware_bridge.ble")
+pytest.importorskip("runform.firmware_bridge.simulator")
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+FAST = dict(backoff_initial_s=0.1, backoff_max_s=1.0, find_timeout_s=5.0)
+
+
+async def test_ble_sensors_of_two_runners_to_subscriber(sensors, mosquitto, mqtt_sub, tmp_path):
+    from runform.firmware_bridge.ble import SensorSpec
+    from runform.firmware_bridge.journal import JournalReader
+    from runform.firmware_bridge.simulator import RunnerProfile
+    from runform.firmware_bridge.virtual import SensorBehavior, VirtualRscPod
+    prof = RunnerProfile(cadence_spm=170)
+    beh = dict(connection_interval_ms=15.0, clock_drift_ppm=20.0)
+    a = await sensors("sacrum", sampling_rate_hz=500, profile=prof, behavior=SensorBehavior(seed=11, **beh))
+    b = await sensors("foot_left", sampling_rate_hz=500, profile=prof, behavior=SensorBehavior(seed=12, **beh))
+    pod = await sensors("foot_right", cls=VirtualRscPod, interval_s=0.5, profile=prof,
+                        behavior=SensorBehavior(seed=13))
+    specs = [SensorSpec(site="sacrum", address=a.address_, runner="alice", sampling_rate_hz=500),
+             SensorSpec(site="foot_left", address=b.address_, runner="bob", sampling_rate_hz=500),
+             SensorSpec(site="foot_right", address=pod.address_, runner="bob")]
+    sub = await asyncio.to_thread(
+        lambda: mqtt_sub(mosquitto.port, "edge", topics=[m.runner_filter("alice"), m.runner_filter("bob")]).start())
+
+    hub = BleHub(specs, adapter="hci0", **FAST)
+    assert set(hub.sources) == {"alice", "bob"}
+    cue = CueConfig(target_cadence_spm=185, tolerance_spm=5, confirm_s=0.5, min_spoken_interval_s=1.0,
+                    reminder_interval_s=1.0, imbalance_limit_pct=None)
+    settings = m.MqttSettings(port=mosquitto.port, username="edge", password=PASSWORD)
+    cfgs = {r: RunnerConfig(r, mqtt=settings, journal_dir=tmp_path / "journal", cue=cue, access=SPEC)
+            for r in ("alice", "bob")}
+    edge = Edge([hub.sources["alice"], hub.sources["bob"]], cfgs)
+    stats = await edge.run(duration_s=14.0)
+    ble = hub.stats()
+    await asyncio.sleep(0.5)
+
+    # every sensor streamed; nothing was dropped between the bridge and the edge
+    for sid in ("alice.sacrum", "bob.foot_left", "bob.foot_right"):
+        assert ble[sid]["packets_received"] > 0, ble[sid]
+    assert hub.dropped_ == 0 and all(s["dsp_skipped_blocks"] == 0 for s in stats.values())
+    pa, pb = edge.pipelines["alice"], edge.pipelines["bob"]
+    # the pod's MetricsBlocks never reached the DSP (no detector for it), they were counted as coarse
+    assert set(pa.detectors) == {"alice.sacrum"} and set(pb.detectors) == {"bob.foot_left"}
+    assert stats["bob"]["coarse_blocks"] == ble["bob.foot_right"]["packets_received"] > 5
+    assert stats["alice"]["coarse_blocks"] == 0
+
+    # raw journals: one per sensor, opened at the first connection, every notification in it
+    for runner, sid in (("alice", "alice.sacrum"), ("bob", "bob.foot_left"), ("bob", "bob.foot_right")):
+        files = list((tmp_path / "journal" / runner).glob(f"*_{sid}.rfj"))
+        assert len(files) == 1, sid
+        rd = JournalReader(files[0])
+        n = sum(1 for _ in rd.packets())
+        assert n == ble[sid]["packets_received"] + ble[sid]["packets_malformed"] + ble[sid]["packets_duplicate"]
+        assert rd.sensor_["runner"] == runner and rd.sensor_["sensor_id"] == sid
+    assert stats["alice"]["journaled_packets"] == ble["alice.sacrum"]["packets_received"]
+
+    # the subscriber got steps, metrics and cues of both runners
+    for runner, site in (("alice", "sacrum"), ("bob", "foot_left")):
+        steps = [s for x in sub.on(f"{runner}/{site}/steps") for s in m.decode_json(x.payload, m.SCHEMA_STEPS)["steps"]]
+        ic = np.array([s["ic_s"] for s in steps])
+        assert len(steps) >= 10, (runner, len(steps))
+        assert np.all(np.diff(ic) > 0.2)  # no duplicates, plausible step times
+        cad = np.median([s["cadence_spm"] for s in steps if s["cadence_spm"] is not None])
+        assert 150 < cad < 190, (runner, cad)
+        metrics = [m.decode_json(x.payload, m.SCHEMA_METRICS) for x in sub.on(f"{runner}/metrics")]
+        assert len(metrics) >= 5
+        cues = [m.decode_json(x.payload, m.SCHEMA_CUE) for x in sub.on(f"{runner}/cues")]
+        assert any(c["code"] == "cadence_low" for c in cues), (runner, [c["code"] for c in cues])
+        assert all(c["trigger_arrival_ns"] for c in cues if c["kind"] == "cadence")
+        statuses = [json.loads(x.payload) for x in sub.on(f"{runner}/status")]
+        assert any(s["state"] == "online" for s in statuses) and statuses[-1]["state"] == "offline"
+    # bob's metrics carry the pod's coarse values (cadence in steps/min of both feet, speed)
+    bob_metrics = [json.loads(x.payload) for x in sub.on("bob/metrics")]
+    coarse = [c for mt in bob_metrics for c in mt.get("coarse_sensors", [])]
+    assert coarse and {c["sensor"] for c in coarse} == {"bob.foot_right"}
+    late = coarse[len(coarse) // 2:]
+    assert all(abs(c["cadence_spm"] - 170) <= 12 and 2.5 < c["speed_ms"] < 4.5 for c in late), late
+    assert not any("coarse_sensors" in json.loads(x.payload) for x in sub.on("alice/metrics"))
