@@ -10,8 +10,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.runform-installed
 SYS_STAMP := $(VENV)/.runform-sysdeps
 # Debian packages the tests and the demo use (real broker, private D-Bus for the BLE emulator).
-APT_PACKAGES ?= mosquitto mosquitto-clients dbus-daemon
-SYS_COMMANDS ?= mosquitto dbus-daemon
+APT_PACKAGES ?= mosquitto mosquitto-clients dbus-daemon chromium
+SYS_COMMANDS ?= mosquitto dbus-daemon chromium
 
 .PHONY: demo test validate bench peers-venv warmup sysdeps clean
 

@@ -1,11 +1,10 @@
-"""``runform analyze``, ``runform warmup`` and ``runform demo`` (simulated runner through the live DSP)."""
+"""``runform analyze`` and ``runform warmup``."""
 from __future__ import annotations
 
 import argparse
 import json
 import math
 import sys
-import time
 
 import numpy as np
 
@@ -37,14 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("warmup", help="compile the numba kernels into the on-disk cache",
                        description="Compiles (or loads from cache) every DSP kernel and prints how long it took.")
     w.set_defaults(func=cmd_warmup)
-
-    d = sub.add_parser("demo", help="run a simulated runner through the streaming DSP and print live steps",
-                       description="A simulated runner (virtual sacrum, shank and foot sensors) paced in real time "
-                                   "through the streaming detector; prints every step and the cadence.")
-    d.add_argument("--duration", type=float, default=30.0, help="seconds to run (default 30)")
-    d.add_argument("--speedup", type=float, default=1.0, help="play faster than real time (default 1)")
-    d.add_argument("--headless", action="store_true", help="no interactive output pacing beyond --speedup")
-    d.set_defaults(func=cmd_demo)
 
 
 def _finite(x):
@@ -177,39 +168,4 @@ def cmd_warmup(args) -> int:
 
     took = warmup()
     print(f"numba kernels ready in {took:.2f} s")
-    return 0
-
-
-def cmd_demo(args) -> int:
-    """Simulated runner -> streaming DSP, paced in real time; prints steps and cadence."""
-    from runform.dsp import ACTIVITY_NAMES, GaitEventDetector, SIDE_NAMES, warmup
-    from runform.firmware_bridge.simulator import RunnerProfile, Segment, SimulatorStream
-
-    print(f"warming up the DSP kernels ... {warmup():.2f} s", flush=True)
-    fs = 500.0
-    profile = RunnerProfile(cadence_spm=166.0, speed_ms=3.2)
-    segments = [Segment("stand", 3.0), Segment("run", max(args.duration - 3.0, 1.0))]
-    sites = ("sacrum", "shank_left", "foot_right")
-    streams = {s: SimulatorStream(profile, s, sampling_rate_hz=fs, seed=7, segments=segments) for s in sites}
-    dets = {s: GaitEventDetector(s, fs) for s in sites}
-    chunk = 20
-    t_start = time.monotonic()
-    n_total = int(args.duration * fs)
-    done = 0
-    print(f"simulated runner at {profile.cadence_spm:.0f} spm; sensors: {', '.join(sites)}", flush=True)
-    while done < n_total:
-        for s in sites:
-            acc, gyr, t, _tick = streams[s].read(chunk)
-            for st in dets[s].update(acc, t, gyr):
-                print(f"[{s:>10}] {SIDE_NAMES[int(st['side'])] or '-'} IC {st['ic_s']:7.3f} s  "
-                      f"GCT {st['gct_ms']:5.0f} ms  flight {st['flight_ms']:5.0f} ms  "
-                      f"cadence {st['cadence_smoothed_spm']:5.1f} spm  impact {st['peak_accel_g']:4.1f} g  "
-                      f"({ACTIVITY_NAMES[int(st['activity'])]})", flush=True)
-        done += chunk
-        target = t_start + done / fs / max(args.speedup, 1e-6)
-        delay = target - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-    for s in sites:
-        print(f"{s}: {dets[s].n_steps_} steps, activity now {ACTIVITY_NAMES[dets[s].activity_]}")
     return 0

@@ -12,7 +12,7 @@ import sys
 
 # module path -> what it provides; each module has register(subparsers).
 _COMMAND_MODULES: tuple[str, ...] = (
-    "runform.server._cmd_dsp",  # analyze, warmup, demo (until the full demo lands)
+    "runform.server._cmd_dsp",  # analyze, warmup
     "runform.server._cmd_simulate",  # simulate (recording CSV + true events)
     "runform.server._cmd_validate",  # validate
     "runform.server._cmd_bench",  # bench
@@ -20,6 +20,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "runform.server._cmd_edge",  # run, broker
     "runform.server._cmd_export",  # ingest, import-journal, export, sessions
     "runform.server._cmd_server",  # server, user
+    "runform.server._cmd_demo",  # demo (broker + server + edge + virtual BLE runners)
 )
 
 

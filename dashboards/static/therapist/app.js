@@ -1,0 +1,319 @@
+// Therapist live view: every assigned runner's live metrics; one runner in detail (signal, steps, cues, control).
+// Rendering is batched: messages only update state, one requestAnimationFrame pass redraws what changed.
+import { api, fmt, el, mmss, Live, mqttRaw, requireLogin, Ring, state as rfState } from "../common/rf.js";
+
+const STALE_MS = 5000; // metrics older than this: not live
+const TRACE_S = 5;
+const runners = new Map(); // name -> {status, metrics, steps: [], cues: [], card, dirty, firstMs}
+let selected = null;
+let live = null;
+let rawConn = null;
+const trace = { ring: new Ring(8192), plot: null, dirty: false, lastT: NaN, blocks: 0, lostSeq: 0, lastSeq: null };
+window.rfStats = { firstMetricsMs: {}, firstRawMs: null, messages: 0, rawBlocks: 0, startMs: performance.now() };
+
+function R(name) {
+  let r = runners.get(name);
+  if (!r) {
+    r = { name, status: null, metrics: null, steps: [], cues: [], card: null, dirty: true, lastMetricsMs: 0 };
+    runners.set(name, r);
+  }
+  return r;
+}
+
+function onMessage(msg) {
+  if (msg.type === "hello") {
+    for (const n of msg.runners) R(n);
+    buildGrid();
+    return;
+  }
+  if (msg.type !== "message") return;
+  window.rfStats.messages += 1;
+  const r = R(msg.runner);
+  const p = msg.payload;
+  switch (msg.kind) {
+    case "status": r.status = p; break;
+    case "metrics":
+      r.metrics = p; r.lastMetricsMs = performance.now();
+      if (!(msg.runner in window.rfStats.firstMetricsMs)) window.rfStats.firstMetricsMs[msg.runner] = performance.now();
+      break;
+    case "steps":
+      for (const s of p.steps) r.steps.push(s);
+      if (r.steps.length > 200) r.steps.splice(0, r.steps.length - 120);
+      if (r === selected) trace.dirty = true;
+      break;
+    case "cues":
+      r.cues.push(p);
+      if (r.cues.length > 100) r.cues.splice(0, r.cues.length - 60);
+      break;
+    case "reply":
+      if (r === selected) {
+        document.getElementById("d-msg").textContent =
+          `${p.command}: ${p.ok ? "done" : "refused — " + p.reason} (reply from the edge)`;
+      }
+      break;
+    default: return;
+  }
+  r.dirty = true;
+}
+
+// ------------------------------------------------------------------ overview cards
+function buildGrid() {
+  const grid = document.getElementById("grid");
+  for (const r of runners.values()) {
+    if (r.card) continue;
+    const f = {};
+    const dd = (k) => (f[k] = el("dd", {}, "–"));
+    r.card = el("div", { class: "card offline", dataset: { runner: r.name }, onclick: () => select(r) },
+      el("h3", {}, r.name, (f.state = el("span", { class: "state muted" }, "offline"))),
+      el("div", { class: "big" }, (f.cad = el("span", {}, "–")), el("span", { class: "muted" }, " / "),
+        (f.tgt = el("span", { class: "muted" }, "–")), el("span", { class: "muted" }, " spm")),
+      el("dl", { class: "kv" },
+        el("dt", {}, "Ground contact"), dd("gct"),
+        el("dt", {}, "L/R balance"), dd("bal"),
+        el("dt", {}, "Impact"), dd("imp"),
+        el("dt", {}, "Interval"), dd("iv"),
+        el("dt", {}, "Battery"), dd("bat"),
+        el("dt", {}, "Packet loss"), dd("loss")));
+    r.fields = f;
+    grid.append(r.card);
+  }
+  document.getElementById("empty").hidden = runners.size > 0;
+}
+
+function renderCard(r, now) {
+  const f = r.fields;
+  if (!f) return;
+  const m = r.metrics, s = r.status;
+  const fresh = m && now - r.lastMetricsMs < STALE_MS;
+  const st = s ? s.state : "offline";
+  const isLive = st !== "offline" && fresh;
+  r.card.classList.toggle("offline", !isLive);
+  r.card.dataset.live = isLive ? "1" : "0";
+  f.state.textContent = st === "offline" ? "offline" : (fresh ? st : `${st} · no data`);
+  f.state.className = "state " + (isLive ? (st === "paused" ? "warn" : "ok") : "muted");
+  const target = m && m.cadence_target_spm != null ? m.cadence_target_spm : (s ? s.target_cadence_spm : null);
+  f.cad.textContent = m ? fmt(m.cadence_spm, 0) : "–";
+  f.tgt.textContent = fmt(target, 0);
+  const off = m && target ? m.cadence_spm - target : null;
+  f.cad.className = off === null || off === undefined || Number.isNaN(off) ? "" : Math.abs(off) <= 5 ? "ok" : "warn";
+  f.gct.textContent = m ? fmt(m.gct_ms, 0, "ms") : "–";
+  if (m && m.balance_left_pct != null) {
+    const b = m.balance_left_pct;
+    f.bal.textContent = `${b.toFixed(1)} % L`;
+    f.bal.className = Math.abs(b - 50) > 2.5 ? "warn" : "";
+  } else f.bal.textContent = "–";
+  f.imp.textContent = m ? fmt(m.impact_peak_g, 1, "g") : "–";
+  const iv = (m && m.interval) || (s && s.interval);
+  f.iv.textContent = iv ? `${iv.kind} ${mmss(iv.remaining_s)} left` : (m ? m.activity || "–" : "–");
+  const c = (s && s.counters) || {};
+  f.bat.textContent = c.battery_pct != null ? `${c.battery_pct} %` : "–";
+  f.loss.textContent = c.ble_loss_pct != null ? `${Number(c.ble_loss_pct).toFixed(1)} %` : "–";
+  f.loss.className = c.ble_loss_pct > 5 ? "bad" : c.ble_loss_pct > 1 ? "warn" : "";
+}
+
+// ------------------------------------------------------------------ detail
+function select(r) {
+  if (selected === r) return;
+  for (const x of runners.values()) x.card && x.card.classList.toggle("selected", x === r);
+  selected = r;
+  const d = document.getElementById("detail");
+  d.hidden = false;
+  document.getElementById("d-name").textContent = r.name;
+  const m = r.metrics;
+  document.getElementById("d-target").value = m && m.cadence_target_spm ? Math.round(m.cadence_target_spm) : "";
+  document.getElementById("d-msg").textContent = "";
+  trace.ring.clear(); trace.lastSeq = null; trace.lostSeq = 0;
+  if (!trace.plot) makeTracePlot();
+  if (rawConn) rawConn.close();
+  rawConn = null;
+  const rawState = (s, detail) => {
+    document.getElementById("d-raw-state").textContent =
+      s === "open" ? "" : s === "unavailable" ? `(live signal unavailable: ${detail})` : `(${s})`;
+  };
+  if (rfState.me.user.role === "therapist") {
+    rawConn = mqttRaw(r.name, onRaw, rawState);
+  } else {
+    rawConn = new Live({ runners: [r.name], kinds: ["raw"], onRaw, onState: rawState });
+  }
+  ensureRawOn(r);
+  renderDetail(performance.now());
+}
+
+async function ensureRawOn(r) {
+  // the edge publishes raw blocks only when asked; the status says whether it does
+  if (r.status && r.status.raw_enabled) return;
+  try { await api(`/runners/${encodeURIComponent(r.name)}/control`, { method: "POST", body: { command: "raw_on", wait_s: 2 } }); }
+  catch (e) { document.getElementById("d-raw-state").textContent = `(raw_on: ${e.message})`; }
+}
+
+function onRaw(b) {
+  window.rfStats.rawBlocks += 1;
+  if (window.rfStats.firstRawMs === null) window.rfStats.firstRawMs = performance.now();
+  const a = b.acc_ms2;
+  for (let i = 0; i < b.n; i++) {
+    const x = a[3 * i], y = a[3 * i + 1], z = a[3 * i + 2];
+    trace.ring.push(b.time_s[i], Math.sqrt(x * x + y * y + z * z) / 9.80665);
+  }
+  trace.lastT = b.time_s[b.n - 1];
+  trace.dirty = true;
+}
+
+function makeTracePlot() {
+  const host = document.getElementById("d-trace");
+  const opts = {
+    width: Math.max(320, host.clientWidth || 800), height: 220,
+    scales: { x: { time: false }, y: { range: [0, 6] } },
+    axes: [{ label: "s" }, { label: "g" }],
+    series: [{}, { label: "|a|", stroke: "#1d2430", width: 1, points: { show: false } }],
+    legend: { show: false }, cursor: { show: false },
+    hooks: { draw: [drawStepMarks] },
+  };
+  trace.plot = new uPlot(opts, [[0], [0]], host);
+  new ResizeObserver(() => trace.plot.setSize({ width: Math.max(320, host.clientWidth), height: 220 })).observe(host);
+}
+
+function drawStepMarks(u) {
+  if (!selected || !Number.isFinite(trace.lastT)) return;
+  const ctx = u.ctx;
+  const t0 = trace.lastT - TRACE_S;
+  ctx.save();
+  ctx.lineWidth = 2 * devicePixelRatio;
+  for (const s of selected.steps) {
+    if (s.ic_s < t0) continue;
+    const x = u.valToPos(s.ic_s - trace.lastT, "x", true);
+    ctx.strokeStyle = s.side === "L" ? "#2f6fde" : s.side === "R" ? "#e0732c" : "#888";
+    ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
+  }
+  ctx.restore();
+}
+
+function renderTrace() {
+  if (!trace.plot || !trace.dirty || !Number.isFinite(trace.lastT)) return;
+  trace.dirty = false;
+  const [ts, ys] = trace.ring.since(trace.lastT - TRACE_S);
+  const xs = new Float64Array(ts.length);
+  for (let i = 0; i < ts.length; i++) xs[i] = ts[i] - trace.lastT;
+  trace.plot.batch(() => {
+    trace.plot.setScale("x", { min: -TRACE_S, max: 0 });
+    trace.plot.setData([xs, Float64Array.from(ys)], false);
+  });
+}
+
+function renderBars() {
+  const cv = document.getElementById("d-bars");
+  const w = cv.clientWidth * devicePixelRatio, h = cv.clientHeight * devicePixelRatio;
+  if (cv.width !== w || cv.height !== h) { cv.width = w; cv.height = h; }
+  const ctx = cv.getContext("2d");
+  ctx.clearRect(0, 0, w, h);
+  const steps = selected.steps.slice(-40);
+  if (!steps.length) return;
+  const max = 400;
+  const bw = w / 40;
+  steps.forEach((s, i) => {
+    const v = Math.min(s.gct_ms || 0, max);
+    ctx.fillStyle = s.side === "L" ? "#2f6fde" : s.side === "R" ? "#e0732c" : "#999";
+    const bh = (v / max) * (h - 14 * devicePixelRatio);
+    ctx.fillRect(i * bw + 1, h - bh, bw - 2, bh);
+  });
+  ctx.fillStyle = "#6b7480";
+  ctx.font = `${11 * devicePixelRatio}px system-ui`;
+  ctx.fillText(`${max} ms`, 2, 11 * devicePixelRatio);
+}
+
+function renderCues() {
+  const ul = document.getElementById("d-cues");
+  const cues = selected.cues.slice(-30).reverse();
+  ul.replaceChildren(...cues.map((c) => el("li", { dataset: { code: c.code } },
+    el("span", { class: "muted" }, new Date(c.time_unix_s * 1000).toLocaleTimeString() + " "),
+    c.text || (c.kind === "metronome" ? (c.bpm ? `metronome ${Math.round(c.bpm)} bpm` : "metronome off") : c.code))));
+}
+
+let detailDirtyCues = -1;
+function renderDetail(now) {
+  if (!selected) return;
+  renderTrace();
+  if (selected.dirty || detailDirtyCues !== selected.cues.length) {
+    renderBars();
+    if (detailDirtyCues !== selected.cues.length) { renderCues(); detailDirtyCues = selected.cues.length; }
+  }
+}
+
+async function control(command, args = {}) {
+  const msg = document.getElementById("d-msg");
+  msg.textContent = `${command}: sending…`;
+  try {
+    const r = await api(`/runners/${encodeURIComponent(selected.name)}/control`,
+      { method: "POST", body: { command, args, wait_s: 3 } });
+    msg.textContent = r.reply ? `${command}: ${r.reply.ok ? "done" : "refused — " + r.reply.reason}`
+      : `${command}: sent, no reply from the edge yet`;
+  } catch (e) { msg.textContent = `${command}: ${e.message}`; }
+}
+
+async function setTarget() {
+  const v = Number(document.getElementById("d-target").value);
+  const msg = document.getElementById("d-msg");
+  if (!(v >= 60 && v <= 240)) { msg.textContent = "target cadence must be 60–240 steps/min"; return; }
+  try {
+    const r = await api(`/runners/${encodeURIComponent(selected.name)}/targets`, { method: "PUT", body: { cadence_spm: v } });
+    msg.textContent = r.live_error ? `saved; not sent live: ${r.live_error}` : `target ${v} spm saved and sent to the edge`;
+  } catch (e) { msg.textContent = `set target: ${e.message}`; }
+}
+
+async function addNote() {
+  const text = document.getElementById("d-note").value.trim();
+  const out = document.getElementById("d-note-msg");
+  if (!text) return;
+  try {
+    const ss = await api(`/runners/${encodeURIComponent(selected.name)}/sessions?open_only=true&limit=1`);
+    if (!ss.sessions.length) { out.textContent = "no open session for this runner"; return; }
+    const m = selected.metrics;
+    await api(`/sessions/${encodeURIComponent(ss.sessions[0].id)}/notes`,
+      { method: "POST", body: { text, time_s: m ? m.time_s : null, kind: "note" } });
+    document.getElementById("d-note").value = "";
+    out.textContent = "note saved";
+  } catch (e) { out.textContent = `note: ${e.message}`; }
+}
+
+// ------------------------------------------------------------------ frame loop
+function frame() {
+  const now = performance.now();
+  for (const r of runners.values()) {
+    // cards also change without messages (data goes stale), so re-check each once a second
+    if (r.dirty || now - (r.renderedMs || 0) > 1000) { renderCard(r, now); r.renderedMs = now; }
+  }
+  renderDetail(now);
+  for (const r of runners.values()) r.dirty = false;
+  requestAnimationFrame(frame);
+}
+
+async function main() {
+  await requireLogin(["therapist", "admin"], { keepPassword: true });
+  const conn = document.getElementById("conn");
+  live = new Live({
+    kinds: ["status", "metrics", "steps", "cues", "reply"], onMessage,
+    onState: (s, d) => {
+      conn.textContent = s === "open" ? "live" : s === "denied" ? `refused: ${d}` : "reconnecting…";
+      conn.className = s === "open" ? "ok" : "warn";
+    },
+  });
+  document.getElementById("d-set").onclick = setTarget;
+  document.getElementById("d-pause").onclick = () => control("pause");
+  document.getElementById("d-resume").onclick = () => control("resume");
+  document.getElementById("d-advance").onclick = () => control("advance_interval");
+  document.getElementById("d-note-add").onclick = addNote;
+  document.getElementById("d-close").onclick = () => {
+    document.getElementById("detail").hidden = true;
+    if (rawConn) rawConn.close();
+    rawConn = null;
+    if (selected && selected.card) selected.card.classList.remove("selected");
+    selected = null;
+  };
+  requestAnimationFrame(frame);
+  window.rfReady = true;
+}
+
+main().catch((e) => {
+  const b = document.getElementById("banner");
+  b.hidden = false;
+  b.textContent = `error: ${e.message}`;
+});

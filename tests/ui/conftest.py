@@ -1,0 +1,130 @@
+"""UI tests: a real stack (Mosquitto, ingest + API server, edge with simulated runners) and headless Debian
+Chromium driven by Playwright (never `playwright install`: the system browser at /usr/bin/chromium)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("RUNFORM_CHROMIUM", "/usr/bin/chromium")
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--autoplay-policy=no-user-gesture-required"]
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+N_RUNNERS = 10
+RATE_HZ = 200.0  # 10 runners on 2 shared cores: 200 Hz keeps the edge far from saturation
+RESULTS: dict = {}  # measured numbers, printed at the end of the session
+
+
+def _need():
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        pytest.skip("playwright (Python) is not installed: pip install -e '.[test]'")
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium; make sysdeps)")
+    from runform.server.broker import mosquitto_available
+    if not mosquitto_available():
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+
+
+class StackThread:
+    """A DemoStack in its own event loop thread."""
+
+    def __init__(self, workdir: Path, runners):
+        from runform.server._cmd_demo import DemoStack
+        self.stack = DemoStack(workdir, runners=runners, source="sim", sampling_rate_hz=RATE_HZ,
+                               extra_therapists=("pt2",), log=lambda *a: None)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.started_s = time.monotonic()
+        self.call(self.stack.start(), 120)
+        self.started_s = time.monotonic()  # edge started: runners begin streaming now
+
+    def call(self, coro, timeout=30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self):
+        try:
+            self.call(self.stack.stop(), 60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    _need()
+    from runform.server._cmd_demo import DEFAULT_RUNNERS, DemoRunner
+    runners = tuple(DEFAULT_RUNNERS) + tuple(
+        DemoRunner(f"r{i:02d}", cadence_spm=160.0 + 2 * i, target_cadence_spm=170.0, seed=10 + i)
+        for i in range(3, N_RUNNERS + 1))
+    st = StackThread(tmp_path_factory.mktemp("demo"), runners)
+    # stack-level time to first live data: edge start -> first step detected for every runner
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        if all(p.counters.get("steps", 0) > 0 for p in st.stack.edge.pipelines.values()):
+            RESULTS["edge_first_steps_all_runners_s"] = round(time.monotonic() - st.started_s, 2)
+            break
+        time.sleep(0.1)
+    yield st
+    st.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    _need()
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
+                              args=LAUNCH_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+class PageErrors:
+    def __init__(self, page):
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        page.on("response", lambda r: self.errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
+
+
+@pytest.fixture
+def new_page(browser):
+    contexts = []
+
+    def make(viewport=(1280, 900)):
+        ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.errors = PageErrors(page)
+        return page
+    yield make
+    for c in contexts:
+        c.close()
+
+
+def login(page, url, user, password=None):
+    from runform.server._cmd_demo import DEMO_PASSWORD
+    page.goto(url)
+    page.wait_for_selector("#login-user", state="visible", timeout=10000)
+    page.fill("#login-user", user)
+    page.fill("#login-pass", password or DEMO_PASSWORD)
+    page.click("#login-submit")
+    try:
+        page.wait_for_function("() => window.rfReady === true || !!document.body.dataset.denied", timeout=20000)
+    except Exception as exc:
+        raise AssertionError(f"{url}: page not ready; login error {page.inner_text('#login-error')!r}; "
+                             f"page errors {page.errors.errors}") from exc
+
+
+def pytest_terminal_summary(terminalreporter):
+    if RESULTS:
+        terminalreporter.write_line("runform UI measurements: " + ", ".join(f"{k}={v}" for k, v in RESULTS.items()))
