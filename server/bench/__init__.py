@@ -77,9 +77,8 @@ def _summary(res: dict) -> dict:
     s["per_kernel_samples_per_s"] = {k: (min(v), max(v)) for k, v in sorted(per_kernel.items())}
     s["detector_meets_target_whole"] = bool(det) and all(r["whole_samples_per_s"] >= target for r in det)
     s["detector_meets_target_chunked"] = bool(det) and all(r["chunked_samples_per_s"] >= target for r in det)
-    # verdict on the best repeat: the machine is shared, the best repeat is what the code does undisturbed
-    s["kernel_chain_meets_target"] = {p: bool(s[f"kernel_chain_best_{p}"][0] is not None
-                                              and s[f"kernel_chain_best_{p}"][0] >= target)
+    s["kernel_chain_meets_target"] = {p: bool(s[f"kernel_chain_{p}"][0] is not None
+                                              and s[f"kernel_chain_{p}"][0] >= target)
                                       for p in ("sensor_frame", "body_frame")}
     live = [r["sampling_rate_hz"] / r["chunked_samples_per_s"] for r in det]
     s["cpu_share_per_sensor_live"] = (min(live), max(live)) if live else (None, None)

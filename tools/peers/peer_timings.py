@@ -6,6 +6,8 @@ object on stdout with, per peer algorithm:
 
 - ``whole``: the algorithm called once on each whole recording; first (cold) call time and the median
   of ``repeats`` warm calls, summed over the recordings, with the number of samples processed;
+  ``samples_per_s`` is per second of process CPU time (per core; robust on a shared machine),
+  ``samples_per_wall_s`` per wall-clock second;
 - ``sliding``: what a live system would have to do with an offline algorithm: re-run it on the last
   ``window_s`` seconds every ``hop_s`` seconds; median time per window call and the implied throughput
   of new samples per second of CPU (``hop samples / call time``).
@@ -56,12 +58,16 @@ def _whole(calls: list, n_samples: int, repeats: int, first_results: list | None
         cold += time.perf_counter() - t0
         if first_results is not None:
             first_results.append(r)
-    warm = []
+    warm, warm_cpu = [], []
     for _ in range(repeats):
+        c0 = time.process_time()
         warm.append(sum(_time_call(c) for c in calls))
-    med = statistics.median(warm)
+        warm_cpu.append(time.process_time() - c0)
+    med, med_cpu = statistics.median(warm), statistics.median(warm_cpu)
+    # per core = per second of this process's CPU time (all its threads); wall-clock beside it
     return {"n_samples": n_samples, "cold_s": cold, "warm_median_s": med, "warm_min_s": min(warm),
-            "repeats": repeats, "samples_per_s": n_samples / med}
+            "warm_cpu_median_s": med_cpu, "repeats": repeats, "samples_per_s": n_samples / max(med_cpu, 1e-9),
+            "samples_per_wall_s": n_samples / med}
 
 
 def _sliding(make_call, n_rows: int, fs: float, n_sensors: int, window_s: float, hop_s: float,
@@ -76,11 +82,12 @@ def _sliding(make_call, n_rows: int, fs: float, n_sensors: int, window_s: float,
     step = max(1, len(starts) // n_windows)
     chosen = starts[::step][:n_windows]
     make_call(chosen[0], chosen[0] + win)()  # warm-up (JIT, caches)
-    times = []
+    times, cpu = [], []
     errors = 0
     last_error = None
     for s in chosen:
         call = make_call(s, s + win)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         try:
             call()
@@ -88,11 +95,13 @@ def _sliding(make_call, n_rows: int, fs: float, n_sensors: int, window_s: float,
             errors += 1
             last_error = f"{type(exc).__name__}: {exc}"
         times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
+        cpu.append(time.process_time() - c0)
+    med, med_cpu = statistics.median(times), max(statistics.median(cpu), 1e-9)
     new_samples = hop * n_sensors
     return {"window_s": window_s, "hop_s": hop_s, "window_samples": win * n_sensors, "hop_samples": new_samples,
             "n_windows": len(times), "call_median_s": med, "call_p90_s": sorted(times)[int(0.9 * (len(times) - 1))],
-            "cpu_fraction_of_one_core": med / hop_s, "live_samples_per_s": new_samples / med,
+            "call_cpu_median_s": med_cpu, "cpu_fraction_of_one_core": med_cpu / hop_s,
+            "live_samples_per_s": new_samples / med_cpu, "live_samples_per_wall_s": new_samples / med,
             "window_errors": errors, "last_window_error": last_error}
 
 
