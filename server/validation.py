@@ -83,36 +83,9 @@ def match_steps(steps, ref_ic, ref_tc, tolerance_ms=TOLERANCE_MS):
 
 
 def evaluate_trial(dataset, trial, condition, rec, ref, site, mass_kg=None, fz_bw=None, params=None):
+    """Run one recording through the streaming detector and compare it with its reference contacts."""
     steps, _ = run_detector(rec, site, mass_kg, params=params)
-    ref_ic = ref[:, 0]
-    ref_tc = ref[:, 1]
-    lo, hi = ref_ic.min() - 0.2, ref_tc.max() + 0.2
-    in_range = (steps["ic_s"] >= lo) & (steps["ic_s"] <= hi)
-    steps_r = steps[in_range]
-    pairs = match_steps(steps_r, ref_ic, ref_tc)
-    di = np.array([p[0] for p in pairs], dtype=int)
-    rj = np.array([p[1] for p in pairs], dtype=int)
-    ic_err = (steps_r["ic_s"][di] - ref_ic[rj]) * 1000 if pairs else np.empty(0)
-    tc_err = (steps_r["tc_s"][di] - ref_tc[rj]) * 1000 if pairs else np.empty(0)
-    gct_err = steps_r["gct_ms"][di] - (ref_tc[rj] - ref_ic[rj]) * 1000 if pairs else np.empty(0)
-    # cadence over the reference span: steps per minute from IC counts and spans
-    if site == "sacrum":
-        ref_cad = 60.0 * (len(ref_ic) - 1) / (ref_ic[-1] - ref_ic[0])
-    else:  # one leg: strides -> steps
-        ref_cad = 2 * 60.0 * (len(ref_ic) - 1) / (ref_ic[-1] - ref_ic[0])
-    cad = steps_r["cadence_spm"]
-    cad = cad[np.isfinite(cad)]
-    det_cad = 60000.0 / np.mean(60000.0 / cad) if cad.size else math.nan
-    vgrf_err = np.empty(0)
-    if fz_bw is not None and pairs:
-        errs = []
-        for i, j in zip(di, rj):
-            m = (rec.time_s >= ref_ic[j]) & (rec.time_s <= ref_tc[j])
-            if m.any():
-                errs.append(steps_r["peak_vgrf_bw"][i] - fz_bw[m].max())
-        vgrf_err = np.array(errs)
-    return TrialResult(dataset, trial, condition, len(ref_ic), int(in_range.sum()), len(pairs),
-                       ic_err, tc_err, gct_err, 100.0 * (det_cad - ref_cad) / ref_cad, vgrf_err)
+    return _evaluate_steps(dataset, trial, condition, steps, ref, site, rec, fz_bw)
 
 
 def _ref(path: Path) -> np.ndarray:
@@ -225,6 +198,7 @@ def evaluate_gaitmap_foot(root: Path) -> dict | None:
 
 
 def _evaluate_steps(dataset, trial, condition, steps, ref, site, rec, fz_bw=None):
+    """Match detected steps to reference contacts (IC, TC in columns of ``ref``) and collect the errors."""
     ref_ic, ref_tc = ref[:, 0], ref[:, 1]
     lo, hi = ref_ic.min() - 0.2, ref_tc.max() + 0.2
     in_range = (steps["ic_s"] >= lo) & (steps["ic_s"] <= hi)
@@ -235,13 +209,22 @@ def _evaluate_steps(dataset, trial, condition, steps, ref, site, rec, fz_bw=None
     ic_err = (steps_r["ic_s"][di] - ref_ic[rj]) * 1000
     tc_err = (steps_r["tc_s"][di] - ref_tc[rj]) * 1000
     gct_err = steps_r["gct_ms"][di] - (ref_tc[rj] - ref_ic[rj]) * 1000
-    cad = steps_r["cadence_spm"]
-    cad = cad[np.isfinite(cad)]
+    # cadence over the reference span (steps per minute); a single-leg reference counts strides
     factor = 1 if site == "sacrum" else 2
     ref_cad = factor * 60.0 * (len(ref_ic) - 1) / (ref_ic[-1] - ref_ic[0])
+    cad = steps_r["cadence_spm"]
+    cad = cad[np.isfinite(cad)]
     det_cad = 60000.0 / np.mean(60000.0 / cad) if cad.size else math.nan
+    vgrf_err = np.empty(0)
+    if fz_bw is not None and pairs:
+        errs = []
+        for i, j in zip(di, rj):
+            m = (rec.time_s >= ref_ic[j]) & (rec.time_s <= ref_tc[j])
+            if m.any():
+                errs.append(steps_r["peak_vgrf_bw"][i] - fz_bw[m].max())
+        vgrf_err = np.array(errs)
     return TrialResult(dataset, trial, condition, len(ref_ic), int(in_range.sum()), len(pairs),
-                       ic_err, tc_err, gct_err, 100.0 * (det_cad - ref_cad) / ref_cad)
+                       ic_err, tc_err, gct_err, 100.0 * (det_cad - ref_cad) / ref_cad, vgrf_err)
 
 
 def full_report(root: Path) -> dict:
