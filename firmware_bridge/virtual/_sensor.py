@@ -7,11 +7,10 @@ import time
 from dataclasses import replace
 
 import numpy as np
-from dbus_fast import Message
 
 from .._types import STANDARD_GRAVITY_MS2
 from ..protocols import runform_v1 as rf
-from ._bluezoo import CENTRAL_ADDRESS
+from ._peripheral import VirtualPeripheral
 from ._engine import SensorBehavior, StreamEngine
 from ._gatt import GattApplication, GattError
 from ._source import make_source
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 _SITE_CODE_OK = set(rf.SITE_CODES.values())
 
 
-class VirtualSensor:
+class VirtualSensor(VirtualPeripheral):
     """A runform v1 sensor worn by a simulated runner, served on one emulated adapter.
 
     It advertises the runform v1 service (name ``RF-<serial>``, battery in the manufacturer
@@ -64,34 +63,24 @@ class VirtualSensor:
                  seed: int = 0, behavior: SensorBehavior | None = None, serial: str | None = None,
                  name: str | None = None, auto_start: bool = False, tick_hz: int = 32768,
                  source_factory=None):
+        self.serial = serial or f"{seed:04d}"
+        super().__init__(behavior, name or f"RF-{self.serial}", seed)
         self.site = site if site in _SITE_CODE_OK else "unknown"
-        self.behavior = behavior or SensorBehavior(seed=seed)
         self.profile = profile
         self.segments = segments
         self.seed = seed
         self.auto_start = auto_start
         self.source_factory = source_factory or make_source
         self._samples_per_packet = samples_per_packet
-        self.serial = serial or f"{seed:04d}"
-        self.name = name or f"RF-{self.serial}"
         self.config = rf.SensorConfig(
             sampling_rate_hz=float(sampling_rate_hz), acc_range_g=int(acc_range_g),
             acc_scale_g_per_lsb=int(acc_range_g) / 32768.0, gyro_enabled=bool(gyro), gyr_range_dps=2000,
             gyr_scale_dps_per_lsb=2000.0 / 32768.0, tick_hz=int(tick_hz), firmware_version=(1, 0, 0),
             site=self.site, serial=self.serial[:16], streaming=False)
-        self.app: GattApplication | None = None
-        self.address_: str | None = None
-        self.adapter_: str | None = None
         self.engine_: StreamEngine | None = None
         self.host_offset_s_ = 0.0
         self._sim_time_s = 0.0
-        self._task: asyncio.Task | None = None
-        self._t_boot = time.monotonic()
-        self._next_disconnect = list(sorted(self.behavior.disconnect_at_s))
-        self.link_drops_ = 0
         self.commands_ = []  # (opcode, result) as answered
-        self.stopped_ = False
-        self.streaming_since_s_: float | None = None
 
     # -- setup ------------------------------------------------------------------------------------
     def _build_app(self, adapter: str) -> GattApplication:
@@ -117,47 +106,7 @@ class VirtualSensor:
             app.add_characteristic(dsvc, uuid, ["read"], value=text.encode())
         return app
 
-    async def start(self, adapter: str, address: str | None = None) -> "VirtualSensor":
-        """Register on ``adapter`` (``"hci1"``...) and start advertising."""
-        self.adapter_ = adapter
-        self.address_ = address
-        self.app = self._build_app(adapter)
-        await self.app.register()
-        self._t_boot = time.monotonic()
-        self._task = asyncio.create_task(self._radio_loop(), name=f"virtual-sensor-{adapter}")
-        return self
-
-    async def stop(self) -> None:
-        """Power off: drop the link, stop advertising, leave the bus."""
-        self.stopped_ = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
-        if self.app is not None and self.app.bus is not None:
-            await self.drop_link()
-            await self.app.unregister()
-
-    async def drop_link(self) -> None:
-        """The sensor ends the connection (as on a radio link loss)."""
-        if self.app is None or self.app.bus is None:
-            return
-        path = f"/org/bluez/{self.adapter_}/dev_{CENTRAL_ADDRESS.replace(':', '_')}"
-        try:
-            await self.app.bus.call(Message(destination="org.bluez", path=path, interface="org.bluez.Device1",
-                                            member="Disconnect"))
-            self.link_drops_ += 1
-        except Exception as exc:
-            log.debug("drop_link: %s", exc)
-
-    # -- behaviour ---------------------------------------------------------------------------------
-    def battery_pct(self) -> int:
-        b = self.behavior
-        hours = (time.monotonic() - self._t_boot) / 3600.0
-        return int(round(max(0.0, min(100.0, b.battery_start_pct - b.battery_drain_pct_per_h * hours))))
+    # start / stop / drop_link / battery_pct: VirtualPeripheral
 
     @property
     def samples_per_packet(self) -> int:
