@@ -17,31 +17,15 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from runform.server.mqtt import RawBlock
 from runform.server.storage import open_store
 
 FS_HZ = 500.0
 PER_BLOCK = 25
-
-
-@dataclass
-class _Block:
-    sensor_id: str
-    site: str
-    seq: int
-    first_tick: int
-    tick_hz: float
-    sampling_rate_hz: float
-    arrival_ns: int
-    time_s: np.ndarray
-    acc_ms2: np.ndarray
-    gyr_dps: np.ndarray
-    clipped: np.ndarray | None = None
-    arrival_stamped: bool = False
 
 
 def _signal(n: int, seed: int = 0):
@@ -60,8 +44,8 @@ def _blocks(n_samples: int, t0: float = 1000.0, sensor: str = "S1", site: str = 
     t = t + t0
     out = []
     for j, i in enumerate(range(0, n_samples, PER_BLOCK)):
-        out.append(_Block(sensor, site, j, i * 64, 32768.0, FS_HZ, int(t[min(i + PER_BLOCK, n_samples) - 1] * 1e9)
-                          + 8_000_000, t[i:i + PER_BLOCK], acc[i:i + PER_BLOCK], gyr[i:i + PER_BLOCK]))
+        out.append(RawBlock(sensor, site, j, i * 64, 32768.0, FS_HZ, int(t[min(i + PER_BLOCK, n_samples) - 1] * 1e9)
+                            + 8_000_000, t[i:i + PER_BLOCK], acc[i:i + PER_BLOCK], gyr[i:i + PER_BLOCK], None, False))
     return out
 
 

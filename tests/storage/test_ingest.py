@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -21,27 +20,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from runform.server.ingest import Ingestor
-from runform.server.mqtt import (control_payload, control_topic, decode_raw, encode_json, encode_raw, metrics_topic,
+from runform.server.mqtt import (RawBlock, control_payload, control_topic, decode_raw, encode_json, encode_raw, metrics_topic,
                                  raw_topic, status_payload, status_topic, steps_payload, steps_topic)
 from runform.server.storage import open_store
 
 from .conftest import PASSWORD, synthetic_steps
-
-
-@dataclass
-class Block:  # SampleBlock-like, for encode_raw
-    sensor_id: str
-    site: str
-    seq: int
-    first_tick: int
-    tick_hz: float
-    sampling_rate_hz: float
-    arrival_ns: int
-    time_s: np.ndarray
-    acc_ms2: np.ndarray
-    gyr_dps: np.ndarray | None
-    clipped: np.ndarray | None = None
-    arrival_stamped: bool = False
 
 
 def raw_payloads(runner, sensor, site, n_blocks, per=20, fs=200.0, t0=1000.0, seed=0):
@@ -49,8 +32,8 @@ def raw_payloads(runner, sensor, site, n_blocks, per=20, fs=200.0, t0=1000.0, se
     out = []
     for j in range(n_blocks):
         t = t0 + (j * per + np.arange(per)) / fs
-        b = Block(sensor, site, j, 5000 + j * per * 164, 32768.0, fs, int(t[-1] * 1e9) + 9_000_000, t,
-                  rng.normal(0, 20, (per, 3)), rng.normal(0, 300, (per, 3)), rng.random(per) < 0.01)
+        b = RawBlock(sensor, site, j, 5000 + j * per * 164, 32768.0, fs, int(t[-1] * 1e9) + 9_000_000, t,
+                     rng.normal(0, 20, (per, 3)), rng.normal(0, 300, (per, 3)), rng.random(per) < 0.01, False)
         out.append((raw_topic(runner, site), encode_raw(b)))
     return out
 
