@@ -31,6 +31,17 @@ _S_PREV_AV = 17
 ORIENT_STATE_SIZE = 18
 
 
+@jit(inline="always")
+def _norm_and_max_g(x, y, z):
+    """|acc| and the largest |axis| of one sample, in g."""
+    m = abs(x)
+    if abs(y) > m:
+        m = abs(y)
+    if abs(z) > m:
+        m = abs(z)
+    return np.sqrt(x * x + y * y + z * z) / G0, m / G0
+
+
 def orientation_init() -> np.ndarray:
     return np.zeros(ORIENT_STATE_SIZE)
 
@@ -138,13 +149,7 @@ def orientation_kernel(acc_ms2, alpha_g, alpha_c, state):
         out[i, 0] = av / G0
         out[i, 1] = (hx * fx + hy * fy + hz * fz) / G0
         out[i, 2] = (hx * mx + hy * my + hz * mz) / G0
-        out[i, 3] = np.sqrt(ax * ax + ay * ay + az * az) / G0
-        m = abs(ax)
-        if abs(ay) > m:
-            m = abs(ay)
-        if abs(az) > m:
-            m = abs(az)
-        out[i, 4] = m / G0
+        out[i, 3], out[i, 4] = _norm_and_max_g(ax, ay, az)
     return out, st
 
 
@@ -160,11 +165,5 @@ def body_frame_kernel(acc_ms2):
         out[i, 0] = v / G0
         out[i, 1] = a / G0
         out[i, 2] = m / G0
-        out[i, 3] = np.sqrt(v * v + a * a + m * m) / G0
-        mx = abs(v)
-        if abs(a) > mx:
-            mx = abs(a)
-        if abs(m) > mx:
-            mx = abs(m)
-        out[i, 4] = mx / G0
+        out[i, 3], out[i, 4] = _norm_and_max_g(v, a, m)
     return out
