@@ -95,7 +95,7 @@ def _cmd_user(args) -> int:
 
 
 def _start_ingest(store, settings):
-    """Helper F's MQTT -> storage ingestor, if this build has it (returns an object with ``stop()`` or None)."""
+    """Start the MQTT -> storage ingestor (returns an object with ``stop()``, or None when it cannot start)."""
     for mod, name in (("runform.server.ingest", "Ingestor"),):
         try:
             m = __import__(mod, fromlist=[name])

@@ -1,4 +1,4 @@
-"""Adapter from the API's export route to ``runform.server.exports.export_session`` (Helper F's exporters)."""
+"""Adapter from the API's export route to ``runform.server.exports.export_session``."""
 from __future__ import annotations
 
 import shutil
