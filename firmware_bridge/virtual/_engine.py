@@ -97,7 +97,10 @@ class StreamEngine:
         self.behavior = behavior
         self.encoder_ticks = bool(encoder_ticks)
         self.tick_hz = float(tick_hz)
-        self._rng = np.random.default_rng(behavior.seed)
+        self._rng = np.random.default_rng(behavior.seed)  # connection-interval jitter
+        # air loss and corruption are drawn from their own stream, once per packet MADE (sent or not), so whether
+        # packet ``seq`` is lost depends only on (seed, seq), never on how the host's timing interleaved the draws
+        self._fate_rng = np.random.default_rng([behavior.seed, 0x5EC])
         self._pending: tuple | None = None  # one packet's samples read ahead
         self._buf: tuple | None = None
         self.read_chunk = max(int(samples_per_packet), 64)
@@ -153,13 +156,14 @@ class StreamEngine:
             seq = self._seq
             self._seq += 1
             self.packets_made_ += 1
+            lost_draw, malformed_draw = self._fate_rng.random(2) * 100.0
             first_tick = int(tick[0]) + self._tick_offset
             self.truth.add(seq, np.asarray(time_s, dtype=np.float64))
             if not subscribed:
                 self.packets_unsent_ += 1
                 self._note_lost(seq)
                 continue
-            if b.loss_pct and self._rng.random() * 100.0 < b.loss_pct:
+            if b.loss_pct and lost_draw < b.loss_pct:
                 self.packets_lost_air_ += 1
                 self._note_lost(seq)
                 continue
@@ -168,7 +172,7 @@ class StreamEngine:
             else:
                 data = self.encoder(seq, first_tick, acc, gyr)
             malformed = False
-            if b.malformed_pct and self._rng.random() * 100.0 < b.malformed_pct:
+            if b.malformed_pct and malformed_draw < b.malformed_pct:
                 malformed = True
                 data = data[: max(1, len(data) // 3)]  # truncated on air / firmware bug
                 self.packets_malformed_ += 1
