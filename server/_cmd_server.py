@@ -41,6 +41,65 @@ def _read_password(args, prompt: str = "Password") -> str:
     return p1
 
 
+def parse_time_unix_s(text: str) -> float:
+    """``--from``/``--to`` of ``runform user study enroll``: unix seconds (``1714521600``) or ISO 8601
+    (``2024-05-01``, ``2024-05-01T08:00:00+02:00``, ``...Z``; without a UTC offset the time is taken as UTC)."""
+    import datetime as dt
+    import math
+    t = text.strip()
+    try:
+        v = float(t)
+    except ValueError:
+        try:
+            d = dt.datetime.fromisoformat(t)
+        except ValueError:
+            raise ValueError(f"time {text!r} is neither unix seconds nor ISO 8601 (e.g. 2024-05-01 or "
+                             "2024-05-01T08:00:00Z)") from None
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=dt.timezone.utc)
+        return d.timestamp()
+    if not math.isfinite(v):
+        raise ValueError(f"time {text!r} is not finite")
+    return v
+
+
+def _fmt_time(t: float | None) -> str:
+    import datetime as dt
+    if t is None:
+        return "open"
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cmd_study(store, args) -> None:
+    a = args.study_action
+    if a == "add":
+        st = store.add_study(args.name, args.title or "")
+        print(f"study {st.name} added" + (f" ({st.title})" if st.title else ""))
+    elif a == "title":
+        store.set_study_title(args.name, args.title)
+        print(f"study {args.name}: title changed")
+    elif a == "enroll":
+        t0 = parse_time_unix_s(args.from_) if args.from_ is not None else None
+        t1 = parse_time_unix_s(args.to) if args.to is not None else None
+        p = store.enroll(args.name, args.runner, t0, t1)
+        print(f"{p.runner} enrolled in study {p.study}: sessions started in [{_fmt_time(p.enrolled_from_unix_s)}, "
+              f"{_fmt_time(p.enrolled_to_unix_s)})")
+    elif a == "unenroll":
+        store.unenroll(args.name, args.runner)
+        print(f"{args.runner} removed from study {args.name}")
+    elif a == "delete":
+        store.delete_study(args.name)
+        print(f"study {args.name} deleted (sessions are kept)")
+    elif a == "list":
+        studies = store.list_studies()
+        for st in studies:
+            print(f"{st.name}" + (f"  {st.title}" if st.title else "") + f"  labs: {','.join(st.labs) or '-'}")
+            for p in st.participants:
+                print(f"    {p.runner:<24} {_fmt_time(p.enrolled_from_unix_s)} .. {_fmt_time(p.enrolled_to_unix_s)}")
+        if not studies:
+            print("no studies")
+
+
 def _open_users(args):
     from runform.server.auth import open_user_store
     return open_user_store(_users_path(args))
@@ -66,11 +125,13 @@ def _cmd_user(args) -> int:
             store.unassign(args.therapist, args.runner)
             print(f"{args.runner} no longer assigned to {args.therapist}")
         elif a == "grant":
-            store.grant(args.lab, args.runner)
-            print(f"lab {args.lab} granted runner {args.runner}")
+            store.grant_study(args.lab, args.study)
+            print(f"lab {args.lab} granted study {args.study}")
         elif a == "revoke":
-            store.revoke(args.lab, args.runner)
-            print(f"lab {args.lab} no longer granted runner {args.runner}")
+            store.revoke_study(args.lab, args.study)
+            print(f"lab {args.lab} no longer granted study {args.study}")
+        elif a == "study":
+            _cmd_study(store, args)
         elif a in ("disable", "enable"):
             store.set_disabled(args.name, a == "disable")
             print(f"{args.name} {a}d")
@@ -78,10 +139,11 @@ def _cmd_user(args) -> int:
             store.delete_user(args.name)
             print(f"{args.name} deleted")
         elif a == "list":
-            print(f"{'name':<24} {'role':<10} {'mqtt':<5} {'state':<9} runners")
+            print(f"{'name':<24} {'role':<10} {'mqtt':<5} {'state':<9} runners (therapist) / studies (lab, runner)")
             for u in store.list_users(args.role):
                 rel = (store.assigned_runners(u.name) if u.role == "therapist"
-                       else store.granted_runners(u.name) if u.role == "lab" else [])
+                       else store.granted_studies(u.name) if u.role == "lab"
+                       else store.runner_studies(u.name) if u.role == "runner" else [])
                 print(f"{u.name:<24} {u.role:<10} {'yes' if u.has_mqtt else 'no':<5} "
                       f"{'disabled' if u.disabled else 'active':<9} {','.join(rel)}")
         else:
@@ -173,7 +235,7 @@ def _cmd_server(args) -> int:
 
 def register(subparsers) -> None:
     # ---- runform user
-    u = subparsers.add_parser("user", help="manage users, roles, therapist assignments and lab grants",
+    u = subparsers.add_parser("user", help="manage users, roles, therapist assignments, studies and lab grants",
                               description="Users live in a SQLite file (--users, $RUNFORM_USERS, default "
                                           f"{DEFAULT_USERS}). A running server picks changes up within ~1 s "
                                           "(Mosquitto is reloaded).")
@@ -189,13 +251,37 @@ def register(subparsers) -> None:
     p.add_argument("name")
     p.add_argument("--password-stdin", action="store_true")
     p.add_argument("--no-mqtt", action="store_true")
-    for action, who, help_ in (("assign", "therapist", "let a therapist coach a runner"),
-                               ("unassign", "therapist", "remove an assignment"),
-                               ("grant", "lab", "let a lab read a runner's data (raw, exports)"),
-                               ("revoke", "lab", "remove a grant")):
+    for action, help_ in (("assign", "let a therapist coach a runner"), ("unassign", "remove an assignment")):
         p = us.add_parser(action, help=help_)
-        p.add_argument(who)
+        p.add_argument("therapist")
         p.add_argument("runner")
+    for action, help_ in (("grant", "let a lab read a study's sessions (raw, exports)"),
+                          ("revoke", "remove a lab's grant of a study")):
+        p = us.add_parser(action, help=help_)
+        p.add_argument("lab")
+        p.add_argument("--study", required=True, help="study name (runform user study add)")
+    p = us.add_parser("study", help="studies: add, enroll runners with time windows, list",
+                      description="A lab granted a study sees the sessions of its participants that started "
+                                  "inside their enrollment window [--from, --to).")
+    ss = p.add_subparsers(dest="study_action", metavar="STUDY_ACTION", required=True)
+    q = ss.add_parser("add", help="add a study")
+    q.add_argument("name")
+    q.add_argument("--title", default="")
+    q = ss.add_parser("title", help="change a study's title")
+    q.add_argument("name")
+    q.add_argument("title")
+    q = ss.add_parser("enroll", help="enroll a runner (again: replaces the window)")
+    q.add_argument("name")
+    q.add_argument("runner")
+    q.add_argument("--from", dest="from_", metavar="TIME",
+                   help="window start: unix seconds or ISO 8601, UTC unless an offset is given (default now)")
+    q.add_argument("--to", metavar="TIME", help="window end, exclusive (default: open-ended)")
+    q = ss.add_parser("unenroll", help="remove a runner and its window from a study")
+    q.add_argument("name")
+    q.add_argument("runner")
+    q = ss.add_parser("delete", help="delete a study (its enrollments and grants; sessions are kept)")
+    q.add_argument("name")
+    ss.add_parser("list", help="studies with participants, windows and granted labs")
     for action in ("disable", "enable", "delete"):
         p = us.add_parser(action, help=f"{action} a user")
         p.add_argument("name")

@@ -31,7 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from runform.server.auth import (PERM_ANNOTATE, PERM_CONTROL, PERM_EXPORT, PERM_RAW, PERM_READ, ROLE_ADMIN,
                                  TOKEN_KIND_BEARER, TOKEN_KIND_COOKIE, Access, AuthenticationError, TokenError,
-                                 TokenInfo, UserStore, access_for)
+                                 TokenInfo, UnknownStudyError, UserStore, UserStoreError, access_for)
 from runform.server.mqtt import COMMAND_ARGS, PayloadError, control_payload, encode_json, validate
 
 from ._errors import ApiError, error_response, exception_handlers
@@ -180,7 +180,7 @@ async def _session_for(request: Request, perm: str = PERM_READ):
     sid = request.path_params["session_id"]
     st = _state(request)
     sess = await run_in_threadpool(st.sessions.get_session, sid)
-    if sess is None or not acc.sees(sess.runner_id):
+    if sess is None or not acc.sees_session(sess.runner_id, sess.started_unix_s):  # labs: enrollment windows
         raise _not_found("session", sid)
     _need(acc, perm, sess.runner_id)
     return acc, info, sess
@@ -304,8 +304,21 @@ async def _sessions(request: Request, runners: list[str] | None) -> Response:
         runners = None if acc.runners is None else sorted(acc.runners)
     open_only = request.query_params.get("open_only", "false").lower() in ("1", "true", "yes")
     limit = _int_param(request, "limit", 1000, 1, 10_000)
-    sess = await run_in_threadpool(lambda: st.sessions.list_sessions(runners, open_only=open_only, limit=limit))
-    return JSONResponse({"sessions": [jsonable(s) for s in sess if acc.sees(s.runner_id)]})
+    sess = await run_in_threadpool(_visible_sessions, st, acc, runners, open_only, limit)
+    return JSONResponse({"sessions": [jsonable(s) for s in sess]})
+
+
+def _visible_sessions(st: _AppState, acc: Access, runners, open_only: bool, limit: int, keep=None) -> list:
+    """Newest first, at most ``limit``, only sessions ``acc`` may see (labs: started inside an enrollment window)
+    and, if given, ``keep(session)`` accepts. The store cannot filter by window, so read further back until
+    ``limit`` visible ones or the end (bounded: at most 64 x ``limit`` rows)."""
+    n = limit
+    while True:
+        got = st.sessions.list_sessions(runners, open_only=open_only, limit=n)
+        vis = [s for s in acc.filter_sessions(got) if keep is None or keep(s)]
+        if len(vis) >= limit or len(got) < n or n >= 64 * limit:
+            return vis[:limit]
+        n *= 4
 
 
 async def list_sessions(request: Request) -> Response:
@@ -541,6 +554,136 @@ async def put_targets(request: Request) -> Response:
     return JSONResponse({**settings, "published": published, "live_error": live_error})
 
 
+# ------------------------------------------------------------------------------------------------ studies
+def _study_json(acc: Access, study) -> dict | None:
+    """What ``acc`` may see of ``study`` (None: nothing). Admin: everything incl. granted labs; lab: granted
+    studies with every participant; runner: the studies it is enrolled in, with its own enrollment only."""
+    if acc.is_admin:
+        return study.to_dict()
+    d = {"name": study.name, "title": study.title, "created_unix_s": study.created_unix_s}
+    if acc.user.role == "lab" and acc.user.name in study.labs:
+        return {**d, "participants": [p.to_dict() for p in study.participants]}
+    if acc.user.role == "runner":
+        own = [p.to_dict() for p in study.participants if p.runner == acc.user.name]
+        return {**d, "participants": own} if own else None
+    return None
+
+
+def _store_error(exc: UserStoreError) -> ApiError:
+    if isinstance(exc, UnknownStudyError):
+        return _not_found("study", exc.study or "")
+    if exc.code == "not_enrolled":
+        return ApiError(404, "not_found", str(exc))
+    return ApiError(409 if exc.code == "study_exists" else 422, exc.code, str(exc))
+
+
+def _need_admin(acc: Access) -> None:
+    if not acc.is_admin:
+        raise ApiError(403, "forbidden", "admin only")
+
+
+async def list_studies(request: Request) -> Response:
+    acc, _ = await _auth(request)
+    st = _state(request)
+    studies = await run_in_threadpool(st.users.list_studies)
+    return JSONResponse({"studies": [d for d in (_study_json(acc, s) for s in studies) if d is not None]})
+
+
+async def get_study(request: Request) -> Response:
+    acc, _ = await _auth(request)
+    st = _state(request)
+    name = request.path_params["study"]
+    study = await run_in_threadpool(st.users.find_study, name)
+    d = _study_json(acc, study) if study is not None else None
+    if d is None:
+        raise _not_found("study", name)
+    limit = _int_param(request, "limit", 1000, 1, 10_000)
+    shown = {q["runner"] for q in d["participants"]}
+    windows = {p.runner: p for p in study.participants if p.runner in shown}
+    sess = await run_in_threadpool(_visible_sessions, st, acc, sorted(windows), False, limit,
+                                   lambda s: s.runner_id in windows and windows[s.runner_id].contains(
+                                       s.started_unix_s))
+    return JSONResponse({**d, "sessions": [jsonable(s) for s in sess]})
+
+
+async def add_study(request: Request) -> Response:
+    acc, info = await _auth(request)
+    _need_admin(acc)
+    body = await _json_body(request)
+    name, title = body.get("name"), body.get("title", "")
+    if not isinstance(name, str) or not isinstance(title, str):
+        raise ApiError(422, "invalid_request", "name (string) is required; title must be a string")
+    st = _state(request)
+    try:
+        study = await run_in_threadpool(st.users.add_study, name, title)
+    except UserStoreError as exc:
+        raise _store_error(exc) from None
+    log.info("study %s added by %s", name, info.user.name)
+    return JSONResponse(study.to_dict(), status_code=201)
+
+
+async def enroll_participant(request: Request) -> Response:
+    acc, info = await _auth(request)
+    _need_admin(acc)
+    body = await _json_body(request)
+    runner = body.get("runner")
+    t0, t1 = body.get("enrolled_from_unix_s"), body.get("enrolled_to_unix_s")
+    if not isinstance(runner, str):
+        raise ApiError(422, "invalid_request", "runner (string) is required")
+    st = _state(request)
+    name = request.path_params["study"]
+    try:
+        p = await run_in_threadpool(st.users.enroll, name, runner, t0, t1)
+    except UserStoreError as exc:
+        raise _store_error(exc) from None
+    log.info("runner %s enrolled in study %s by %s", runner, name, info.user.name)
+    return JSONResponse({"study": name, **p.to_dict()})
+
+
+async def remove_participant(request: Request) -> Response:
+    acc, info = await _auth(request)
+    _need_admin(acc)
+    st = _state(request)
+    name, runner = request.path_params["study"], request.path_params["runner"]
+    try:
+        await run_in_threadpool(st.users.unenroll, name, runner)
+    except UserStoreError as exc:
+        raise _store_error(exc) from None
+    return JSONResponse({"study": name, "runner": runner, "removed": True})
+
+
+async def grant_study(request: Request) -> Response:
+    acc, info = await _auth(request)
+    _need_admin(acc)
+    body = await _json_body(request)
+    lab = body.get("lab")
+    if not isinstance(lab, str):
+        raise ApiError(422, "invalid_request", "lab (string) is required")
+    st = _state(request)
+    name = request.path_params["study"]
+    try:
+        await run_in_threadpool(st.users.grant_study, lab, name)
+        study = await run_in_threadpool(st.users.get_study, name)
+    except UserStoreError as exc:
+        raise _store_error(exc) from None
+    log.info("lab %s granted study %s by %s", lab, name, info.user.name)
+    return JSONResponse({"study": name, "labs": list(study.labs)})
+
+
+async def revoke_study(request: Request) -> Response:
+    acc, info = await _auth(request)
+    _need_admin(acc)
+    st = _state(request)
+    name, lab = request.path_params["study"], request.path_params["lab"]
+    try:
+        await run_in_threadpool(st.users.revoke_study, lab, name)
+        study = await run_in_threadpool(st.users.get_study, name)
+    except UserStoreError as exc:
+        raise _store_error(exc) from None
+    log.info("lab %s no longer granted study %s (by %s)", lab, name, info.user.name)
+    return JSONResponse({"study": name, "labs": list(study.labs)})
+
+
 # ------------------------------------------------------------------------------------------------ admin
 async def list_users(request: Request) -> Response:
     acc, _ = await _auth(request)
@@ -555,7 +698,8 @@ async def list_users(request: Request) -> Response:
             if u.role == "therapist":
                 d["runners"] = st.users.assigned_runners(u.name)
             elif u.role == "lab":
-                d["runners"] = st.users.granted_runners(u.name)
+                d["studies"] = st.users.granted_studies(u.name)
+                d["runners"] = st.users.granted_runners(u.name)  # participants of those studies
             out.append(d)
         return out
     return JSONResponse({"users": await run_in_threadpool(build)})
@@ -589,6 +733,7 @@ async def live(ws: WebSocket) -> None:
     except ApiError as exc:
         await ws.close(code=4401, reason=exc.code)
         return
+    acc = acc.for_live()  # labs: only participants enrolled now (re-checked at every message)
     if _bearer(ws.headers) is None and not _origin_ok(ws, cfg):  # cookie auth: cross-site WebSocket hijacking
         await ws.close(code=4403, reason="origin not allowed")
         return
@@ -604,7 +749,7 @@ async def live(ws: WebSocket) -> None:
         return
     await ws.accept()
     client = st.hub.register(acc, runners, kinds)
-    visible = sorted(runners if runners is not None else (acc.runners if acc.runners is not None
+    visible = sorted(runners if runners is not None else (acc.filter(acc.runners) if acc.runners is not None
                                                            else st.users.runner_names()))
     await ws.send_json({"type": "hello", "user": info.user.name, "role": info.user.role, "runners": visible,
                         "kinds": sorted(kinds)})
@@ -625,7 +770,7 @@ async def live(ws: WebSocket) -> None:
             r2 = st.users.revision
             if r2 != rev:
                 rev = r2
-                client.access = access_for(st.users, info.user)
+                client.access = access_for(st.users, info.user).for_live()
 
     async def receiver():
         while True:
@@ -662,7 +807,7 @@ async def live(ws: WebSocket) -> None:
 # ------------------------------------------------------------------------------------------------ table
 @dataclass(frozen=True)
 class ApiRoute:
-    method: str  # "GET" | "POST" | "PUT" | "WS"
+    method: str  # "GET" | "POST" | "PUT" | "DELETE" | "WS"
     path: str
     endpoint: Callable[..., Awaitable]
     summary: str
@@ -733,6 +878,28 @@ ROUTES: tuple[ApiRoute, ...] = (
              "Download a session export (runner, lab, admin)", produces="application/octet-stream",
              responses=(200, 403, 404)),
     ApiRoute("GET", f"{_P}/users", list_users, "Users, roles, assignments and grants (admin)"),
+    ApiRoute("GET", f"{_P}/studies", list_studies, "Studies the user may see (admin: all, with granted labs; lab: "
+             "granted studies; runner: its own enrollments) with participants and enrollment windows"),
+    ApiRoute("GET", f"{_P}/studies/{{study}}", get_study, "One study: participants with enrollment windows and "
+             "the sessions that started inside them (as far as the user may see), newest first",
+             params=(("limit", "integer", "max sessions (default 1000)"),), responses=(200, 404)),
+    ApiRoute("POST", f"{_P}/studies", add_study, "Create a study (admin)",
+             body={"type": "object", "required": ["name"], "properties": {
+                 "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                 "title": {"type": "string", "maxLength": 200}}}, responses=(201, 403, 409, 422)),
+    ApiRoute("POST", f"{_P}/studies/{{study}}/participants", enroll_participant,
+             "Enroll a runner for sessions started in [enrolled_from_unix_s, enrolled_to_unix_s) (admin; default "
+             "from now, open-ended; enrolling again replaces the window)",
+             body={"type": "object", "required": ["runner"], "properties": {
+                 "runner": {"type": "string"}, "enrolled_from_unix_s": _NUMN, "enrolled_to_unix_s": _NUMN}},
+             responses=(200, 403, 404, 422)),
+    ApiRoute("DELETE", f"{_P}/studies/{{study}}/participants/{{runner}}", remove_participant,
+             "Remove a participant and its whole window from a study (admin)", responses=(200, 403, 404, 422)),
+    ApiRoute("POST", f"{_P}/studies/{{study}}/grants", grant_study, "Grant a lab user the study (admin)",
+             body={"type": "object", "required": ["lab"], "properties": {"lab": {"type": "string"}}},
+             responses=(200, 403, 404, 422)),
+    ApiRoute("DELETE", f"{_P}/studies/{{study}}/grants/{{lab}}", revoke_study, "Revoke a lab's grant (admin)",
+             responses=(200, 403, 404, 422)),
     ApiRoute("WS", f"{_P}/live", live, "WebSocket of live messages the user may see; query runners=a,b and "
              "kinds=steps,metrics,cues,status,reply,control,raw",
              params=(("runners", "string", "comma-separated runner ids"), ("kinds", "string", "message kinds"))),

@@ -1,7 +1,7 @@
 """Exception tree of runform.server.auth (bleak-style: fields, not just text)."""
 from __future__ import annotations
 
-__all__ = ["AuthError", "UserStoreError", "UnknownUserError", "AuthenticationError", "TokenError"]
+__all__ = ["AuthError", "UserStoreError", "UnknownUserError", "UnknownStudyError", "AuthenticationError", "TokenError"]
 
 
 class AuthError(Exception):
@@ -29,6 +29,17 @@ class UnknownUserError(UserStoreError, KeyError):
     code = "unknown_user"
 
     def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class UnknownStudyError(UserStoreError, KeyError):
+    code = "unknown_study"
+
+    def __init__(self, message: str, *, study: str | None = None) -> None:
+        super().__init__(message)
+        self.study = study
+
+    def __str__(self) -> str:
         return self.args[0]
 
 

@@ -3,15 +3,17 @@
 ``broker.generate_acl`` (pure) knows the roles runner / therapist / service; this adapter maps the store's roles
 onto it and adds what it lacks:
 
-- ``lab``: read-only ``runform/v1/{runner}/#`` for each granted runner (no control topic);
+- ``lab``: read-only ``runform/v1/{runner}/#`` for each participant of its granted studies who is enrolled NOW
+  (no control topic): the files change when enrollment changes and when an enrollment window opens or closes;
 - ``admin``: the ``service`` rule (read/write ``runform/v1/#``);
 - passwords: the store keeps Mosquitto ``$7$`` hashes, so the password file is written from them directly
   (``MosquittoBroker.write_files`` needs plaintext passwords and runs ``mosquitto_passwd -U``);
 - disabled users and users without MQTT access are left out of both files.
 
 Files are replaced atomically (write to a temp file, ``os.replace``); Mosquitto re-reads both on SIGHUP, and
-:class:`BrokerSync` sends it when the store's ``revision`` changes (the CLI ``runform user ...`` may run in
-another process: the server polls).
+:class:`BrokerSync` sends it when the store's ``access_epoch`` changes: its ``revision`` (any change, also from
+the CLI ``runform user ...`` in another process: the server polls) or the number of enrollment window boundaries
+the clock has passed (a window opening or closing with no change to the store).
 """
 from __future__ import annotations
 
@@ -51,10 +53,12 @@ def access_spec_from_store(store: UserStore) -> AccessSpec:
 def acl_text(store: UserStore) -> str:
     text = generate_acl(access_spec_from_store(store))
     labs = [n for n, role, _ in store.mqtt_credentials() if role == ROLE_LAB]
-    extra = ["# labs: read-only access to granted runners (runform.server.auth adapter)"]
+    extra = ["# labs: read-only access to the participants of granted studies enrolled now "
+             "(runform.server.auth adapter)"]
+    now = store.clock()
     for lab in labs:
         extra.append(f"user {lab}")
-        extra += [f"topic read {TOPIC_ROOT}/{r}/#" for r in store.granted_runners(lab)]
+        extra += [f"topic read {TOPIC_ROOT}/{r}/#" for r in store.enrolled_runners(lab, now)]
         extra.append("")
     return text.rstrip("\n") + "\n\n" + "\n".join(extra) + "\n"
 
@@ -97,6 +101,7 @@ class BrokerSync:
         self._pid = pid
         self.interval_s = interval_s
         self.revision: int | None = None
+        self.boundaries: int | None = None  # enrollment window boundaries passed at the last sync
         self.reloads = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,12 +110,13 @@ class BrokerSync:
         return self._pid() if callable(self._pid) else self._pid
 
     def sync(self, force: bool = False) -> bool:
-        """Write the files and SIGHUP the broker if the store changed (or ``force``); True if it did."""
-        rev = self.store.revision
-        if not force and rev == self.revision:
+        """Write the files and SIGHUP the broker if the store changed or an enrollment window opened/closed (or
+        ``force``); True if it did."""
+        rev, passed = self.store.access_epoch()
+        if not force and rev == self.revision and passed == self.boundaries:
             return False
         write_broker_files(self.store, self.workdir)
-        self.revision = rev
+        self.revision, self.boundaries = rev, passed
         pid = self._pid_now()
         if pid:
             try:
@@ -171,7 +177,7 @@ class StoreMosquittoBroker(MosquittoBroker):
     def _prepare(self) -> None:
         (self.workdir / "data").mkdir(exist_ok=True)
         self.write_files(run_as=pwd.getpwuid(os.geteuid()).pw_name)
-        self.sync_helper().revision = self.store.revision
+        self.sync_helper().revision, self.sync_helper().boundaries = self.store.access_epoch()
 
     def stop(self, timeout_s: float = 5.0):
         if self._sync is not None:

@@ -1,10 +1,17 @@
-"""The user store: users, roles, therapist assignments, lab grants, login tokens, per-runner targets (SQLite).
+"""The user store: users, roles, therapist assignments, studies, login tokens, per-runner targets (SQLite).
 
 One SQLite file (WAL) with its own tables, separate from the session store so that user data can be backed up,
 moved or wiped on its own. Passwords are kept only as hashes: argon2id for logins, and Mosquitto's ``$7$``
 PBKDF2-SHA512 for MQTT (see :mod:`._passwords`). Tokens are kept only as SHA-256 digests: a copy of the database
 does not let anyone log in. Every change that affects broker access increments ``revision``; the server polls
 it and regenerates the Mosquitto password file/ACL (:mod:`._mqtt`).
+
+Studies are the unit labs are granted: a study has participants (runner + enrollment window
+``[enrolled_from_unix_s, enrolled_to_unix_s)``, open-ended when ``enrolled_to_unix_s`` is None) and granted labs.
+A lab sees a session only if its runner is a participant of a granted study and the session started inside that
+participant's window (:meth:`UserStore.lab_windows`, :class:`._policy.Access`). Schema 2 replaced the per-runner
+lab grants of schema 1: opening a schema-1 file migrates each granted runner into a study named after the runner
+(window from 0 = the whole history, open-ended), granted to the same labs, so no lab loses or gains access.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -24,12 +32,13 @@ from typing import Callable, Iterable
 
 from runform.server.broker import RESERVED_NAMES
 
-from ._errors import AuthenticationError, TokenError, UnknownUserError, UserStoreError
+from ._errors import AuthenticationError, TokenError, UnknownStudyError, UnknownUserError, UserStoreError
 from ._passwords import (MQTT_PBKDF2_ITERATIONS, check_password_policy, hash_password, mosquitto_hash,
                          needs_rehash, verify_password)
 
 __all__ = ["ROLES", "ROLE_RUNNER", "ROLE_THERAPIST", "ROLE_LAB", "ROLE_ADMIN", "ROLE_SERVICE",
-           "User", "TokenInfo", "UserStore", "open_user_store", "TOKEN_KIND_BEARER", "TOKEN_KIND_COOKIE"]
+           "User", "TokenInfo", "Study", "Participant", "UserStore", "open_user_store", "TOKEN_KIND_BEARER",
+           "TOKEN_KIND_COOKIE", "MAX_STUDY_TITLE_LENGTH"]
 
 log = logging.getLogger("runform.auth")
 
@@ -38,7 +47,8 @@ ROLE_RUNNER, ROLE_THERAPIST, ROLE_LAB, ROLE_ADMIN, ROLE_SERVICE = "runner", "the
 ROLES = (ROLE_RUNNER, ROLE_THERAPIST, ROLE_LAB, ROLE_ADMIN, ROLE_SERVICE)
 TOKEN_KIND_BEARER, TOKEN_KIND_COOKIE = "bearer", "cookie"
 _TOKEN_PREFIX = "rft_"
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
+MAX_STUDY_TITLE_LENGTH = 200
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -58,11 +68,25 @@ CREATE TABLE IF NOT EXISTS assignments (
     runner TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
     PRIMARY KEY (therapist, runner)
 );
-CREATE TABLE IF NOT EXISTS grants (
-    lab TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-    runner TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-    PRIMARY KEY (lab, runner)
+CREATE TABLE IF NOT EXISTS studies (
+    name TEXT PRIMARY KEY,
+    title TEXT NOT NULL DEFAULT '',
+    created_unix_s REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS study_participants (
+    study TEXT NOT NULL REFERENCES studies(name) ON DELETE CASCADE,
+    runner TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    enrolled_from_unix_s REAL NOT NULL,
+    enrolled_to_unix_s REAL,
+    PRIMARY KEY (study, runner)
+);
+CREATE INDEX IF NOT EXISTS study_participants_runner ON study_participants(runner);
+CREATE TABLE IF NOT EXISTS study_grants (
+    study TEXT NOT NULL REFERENCES studies(name) ON DELETE CASCADE,
+    lab TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    PRIMARY KEY (study, lab)
+);
+CREATE INDEX IF NOT EXISTS study_grants_lab ON study_grants(lab);
 CREATE TABLE IF NOT EXISTS tokens (
     digest TEXT PRIMARY KEY,
     user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
@@ -89,6 +113,38 @@ class User:
     disabled: bool = False
     created_unix_s: float = 0.0
     has_mqtt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """A runner enrolled in a study: sessions started in ``[enrolled_from_unix_s, enrolled_to_unix_s)`` belong to
+    the study (``enrolled_to_unix_s`` None = still enrolled)."""
+
+    study: str
+    runner: str
+    enrolled_from_unix_s: float
+    enrolled_to_unix_s: float | None = None
+
+    def contains(self, t_unix_s: float) -> bool:
+        return self.enrolled_from_unix_s <= t_unix_s and (self.enrolled_to_unix_s is None
+                                                           or t_unix_s < self.enrolled_to_unix_s)
+
+    def to_dict(self) -> dict:
+        return {"runner": self.runner, "enrolled_from_unix_s": self.enrolled_from_unix_s,
+                "enrolled_to_unix_s": self.enrolled_to_unix_s}
+
+
+@dataclass(frozen=True, slots=True)
+class Study:
+    name: str
+    title: str = ""
+    created_unix_s: float = 0.0
+    participants: tuple[Participant, ...] = ()
+    labs: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "title": self.title, "created_unix_s": self.created_unix_s,
+                "participants": [p.to_dict() for p in self.participants], "labs": list(self.labs)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +192,36 @@ class UserStore:
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(_SCHEMA_VERSION),))
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('revision', '0')")
+        self._migrate()
 
     # ------------------------------------------------------------------ plumbing
+    @property
+    def schema_version(self) -> int:
+        return int(self._q("SELECT value FROM meta WHERE key='schema_version'")[0][0])
+
+    def _migrate(self) -> None:
+        """Schema 1 -> 2: per-runner lab grants become one study per granted runner (see the module docstring)."""
+        with self._tx() as db:
+            has_grants = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='grants'").fetchone()
+            if not has_grants:
+                db.execute("UPDATE meta SET value=? WHERE key='schema_version' AND CAST(value AS INTEGER) < ?",
+                           (str(_SCHEMA_VERSION), _SCHEMA_VERSION))
+                return
+            rows = db.execute("SELECT lab, runner FROM grants ORDER BY runner, lab").fetchall()
+            now = self.clock()
+            for runner in sorted({r["runner"] for r in rows}):
+                db.execute("INSERT OR IGNORE INTO studies(name, title, created_unix_s) VALUES (?,?,?)",
+                           (runner, f"all sessions of {runner} (per-runner lab grant, migrated)", now))
+                db.execute("INSERT OR IGNORE INTO study_participants VALUES (?,?,?,NULL)", (runner, runner, 0.0))
+            for r in rows:
+                db.execute("INSERT OR IGNORE INTO study_grants(study, lab) VALUES (?,?)", (r["runner"], r["lab"]))
+            db.execute("DROP TABLE grants")
+            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(_SCHEMA_VERSION),))
+            self._bump(db)
+        if rows:
+            log.warning("user store %s: %d per-runner lab grant(s) migrated into %d study(ies) named after the "
+                        "runners (whole history, open-ended)", self.path, len(rows), len({r["runner"] for r in rows}))
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -295,20 +379,192 @@ class UserStore:
     def unassign(self, therapist: str, runner: str) -> None:
         self._relate("assignments", "therapist", therapist, ROLE_THERAPIST, runner, False)
 
-    def grant(self, lab: str, runner: str) -> None:
-        """Let ``lab`` read ``runner``'s data including raw samples and exports."""
-        self._relate("grants", "lab", lab, ROLE_LAB, runner, True)
-        log.info("lab %s granted runner %s", lab, runner)
-
-    def revoke(self, lab: str, runner: str) -> None:
-        self._relate("grants", "lab", lab, ROLE_LAB, runner, False)
-
     def assigned_runners(self, therapist: str) -> list[str]:
         return [r[0] for r in self._q("SELECT runner FROM assignments WHERE therapist=? ORDER BY runner",
                                       (therapist,))]
 
+    # ------------------------------------------------------------------ studies
+    @staticmethod
+    def check_study_name(name: str) -> str:
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise UserStoreError(f"invalid study name {name!r}: 1-64 characters of letters, digits, '_', '.', "
+                                 "'-', starting with a letter or digit", code="invalid_name")
+        return name
+
+    @staticmethod
+    def _check_title(title: str) -> str:
+        if not isinstance(title, str) or len(title) > MAX_STUDY_TITLE_LENGTH or any(c in title for c in "\r\n\x00"):
+            raise UserStoreError(f"study title must be one line of at most {MAX_STUDY_TITLE_LENGTH} characters",
+                                 code="invalid_title")
+        return title
+
+    def add_study(self, name: str, title: str = "") -> Study:
+        self.check_study_name(name)
+        self._check_title(title)
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM studies WHERE name=?", (name,)).fetchone():
+                raise UserStoreError(f"study {name!r} already exists", code="study_exists")
+            db.execute("INSERT INTO studies(name, title, created_unix_s) VALUES (?,?,?)", (name, title, self.clock()))
+        log.info("study %s added", name)
+        return self.get_study(name)
+
+    def set_study_title(self, name: str, title: str) -> Study:
+        self._check_title(title)
+        with self._tx() as db:
+            if db.execute("UPDATE studies SET title=? WHERE name=?", (title, name)).rowcount == 0:
+                raise UnknownStudyError(f"no study {name!r}", study=name)
+        return self.get_study(name)
+
+    def delete_study(self, name: str) -> None:
+        """Delete a study with its enrollments and grants (sessions are not touched)."""
+        with self._tx() as db:
+            if db.execute("DELETE FROM studies WHERE name=?", (name,)).rowcount == 0:
+                raise UnknownStudyError(f"no study {name!r}", study=name)
+            self._bump(db)
+        log.info("study %s deleted", name)
+
+    def _study_from(self, db, row) -> Study:
+        parts = tuple(Participant(row["name"], p["runner"], float(p["enrolled_from_unix_s"]),
+                                  None if p["enrolled_to_unix_s"] is None else float(p["enrolled_to_unix_s"]))
+                      for p in db.execute("SELECT * FROM study_participants WHERE study=? ORDER BY runner",
+                                          (row["name"],)))
+        labs = tuple(r[0] for r in db.execute("SELECT lab FROM study_grants WHERE study=? ORDER BY lab",
+                                              (row["name"],)))
+        return Study(row["name"], row["title"], float(row["created_unix_s"]), parts, labs)
+
+    def get_study(self, name: str) -> Study:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM studies WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise UnknownStudyError(f"no study {name!r}", study=name)
+            return self._study_from(self._db, row)
+
+    def find_study(self, name: str) -> Study | None:
+        try:
+            return self.get_study(name)
+        except UnknownStudyError:
+            return None
+
+    def list_studies(self, names: Iterable[str] | None = None) -> list[Study]:
+        """Every study (or those in ``names``), by name, with participants and granted labs."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM studies ORDER BY name").fetchall()
+            want = None if names is None else set(names)
+            return [self._study_from(self._db, r) for r in rows if want is None or r["name"] in want]
+
+    def _check_role(self, db, name: str, role: str) -> None:
+        r = db.execute("SELECT role FROM users WHERE name=?", (name,)).fetchone()
+        if r is None:
+            raise UnknownUserError(f"no user {name!r}", user=name)
+        if r["role"] != role:
+            raise UserStoreError(f"{name!r} has role {r['role']!r}, not {role!r}", user=name, code="wrong_role")
+
+    def enroll(self, study: str, runner: str, from_unix_s: float | None = None,
+               to_unix_s: float | None = None) -> Participant:
+        """Enroll ``runner`` in ``study`` for sessions started in ``[from_unix_s, to_unix_s)`` (default: from now,
+        open-ended). Enrolling again replaces the window (e.g. set ``to_unix_s`` when the runner leaves)."""
+        start = self.clock() if from_unix_s is None else from_unix_s
+        for what, v in (("enrolled_from_unix_s", start), ("enrolled_to_unix_s", to_unix_s)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise UserStoreError(f"{what} must be a finite number (unix seconds)", user=runner,
+                                     code="invalid_window")
+        if to_unix_s is not None and to_unix_s <= start:
+            raise UserStoreError(f"enrollment window is empty: enrolled_to_unix_s {to_unix_s} <= "
+                                 f"enrolled_from_unix_s {start}", user=runner, code="invalid_window")
+        with self._tx() as db:
+            if not db.execute("SELECT 1 FROM studies WHERE name=?", (study,)).fetchone():
+                raise UnknownStudyError(f"no study {study!r}", study=study)
+            self._check_role(db, runner, ROLE_RUNNER)
+            db.execute("INSERT OR REPLACE INTO study_participants VALUES (?,?,?,?)",
+                       (study, runner, float(start), None if to_unix_s is None else float(to_unix_s)))
+            self._bump(db)
+        log.info("runner %s enrolled in study %s [%s, %s)", runner, study, start, to_unix_s)
+        return Participant(study, runner, float(start), None if to_unix_s is None else float(to_unix_s))
+
+    def unenroll(self, study: str, runner: str) -> None:
+        """Remove ``runner`` from ``study`` altogether (to keep the past sessions in it, :meth:`enroll` again
+        with ``to_unix_s`` instead)."""
+        with self._tx() as db:
+            if not db.execute("SELECT 1 FROM studies WHERE name=?", (study,)).fetchone():
+                raise UnknownStudyError(f"no study {study!r}", study=study)
+            if db.execute("DELETE FROM study_participants WHERE study=? AND runner=?", (study, runner)).rowcount == 0:
+                raise UserStoreError(f"{runner!r} is not a participant of study {study!r}", user=runner,
+                                     code="not_enrolled")
+            self._bump(db)
+        log.info("runner %s removed from study %s", runner, study)
+
+    def grant_study(self, lab: str, study: str) -> None:
+        """Let ``lab`` read (incl. raw samples and exports) the sessions of ``study``."""
+        with self._tx() as db:
+            if not db.execute("SELECT 1 FROM studies WHERE name=?", (study,)).fetchone():
+                raise UnknownStudyError(f"no study {study!r}", study=study)
+            self._check_role(db, lab, ROLE_LAB)
+            db.execute("INSERT OR IGNORE INTO study_grants(study, lab) VALUES (?,?)", (study, lab))
+            self._bump(db)
+        log.info("lab %s granted study %s", lab, study)
+
+    def revoke_study(self, lab: str, study: str) -> None:
+        with self._tx() as db:
+            if not db.execute("SELECT 1 FROM studies WHERE name=?", (study,)).fetchone():
+                raise UnknownStudyError(f"no study {study!r}", study=study)
+            self._check_role(db, lab, ROLE_LAB)
+            db.execute("DELETE FROM study_grants WHERE study=? AND lab=?", (study, lab))
+            self._bump(db)
+        log.info("lab %s no longer granted study %s", lab, study)
+
+    def grant(self, lab: str, runner: str) -> None:
+        """Shortcut for a whole-history grant of one runner: the study named after ``runner`` (created if
+        needed, ``runner`` enrolled from 0, open-ended) granted to ``lab`` -- what schema-1 grants became."""
+        with self._tx() as db:
+            self._check_role(db, lab, ROLE_LAB)
+            self._check_role(db, runner, ROLE_RUNNER)
+            db.execute("INSERT OR IGNORE INTO studies(name, title, created_unix_s) VALUES (?,?,?)",
+                       (runner, f"all sessions of {runner}", self.clock()))
+            db.execute("INSERT OR IGNORE INTO study_participants VALUES (?,?,?,NULL)", (runner, runner, 0.0))
+            db.execute("INSERT OR IGNORE INTO study_grants(study, lab) VALUES (?,?)", (runner, lab))
+            self._bump(db)
+        log.info("lab %s granted study %s (all sessions of runner %s)", lab, runner, runner)
+
+    def revoke(self, lab: str, runner: str) -> None:
+        """Undo :meth:`grant` (revokes the study named after ``runner``)."""
+        self.revoke_study(lab, runner)
+
+    def granted_studies(self, lab: str) -> list[str]:
+        return [r[0] for r in self._q("SELECT study FROM study_grants WHERE lab=? ORDER BY study", (lab,))]
+
+    def runner_studies(self, runner: str) -> list[str]:
+        return [r[0] for r in self._q("SELECT study FROM study_participants WHERE runner=? ORDER BY study",
+                                      (runner,))]
+
+    def lab_windows(self, lab: str) -> dict[str, tuple[tuple[float, float | None], ...]]:
+        """Runner -> enrollment windows ``(from_unix_s, to_unix_s | None)`` over the studies granted to ``lab``."""
+        out: dict[str, list] = {}
+        for r in self._q("SELECT p.runner, p.enrolled_from_unix_s, p.enrolled_to_unix_s FROM study_participants p "
+                         "JOIN study_grants g ON g.study = p.study WHERE g.lab=? "
+                         "ORDER BY p.runner, p.enrolled_from_unix_s", (lab,)):
+            out.setdefault(r[0], []).append((float(r[1]), None if r[2] is None else float(r[2])))
+        return {k: tuple(v) for k, v in out.items()}
+
     def granted_runners(self, lab: str) -> list[str]:
-        return [r[0] for r in self._q("SELECT runner FROM grants WHERE lab=? ORDER BY runner", (lab,))]
+        """Participants (any window) of the studies granted to ``lab``."""
+        return sorted(self.lab_windows(lab))
+
+    def enrolled_runners(self, lab: str, at_unix_s: float | None = None) -> list[str]:
+        """Participants of ``lab``'s granted studies enrolled at ``at_unix_s`` (default now): live/MQTT access."""
+        t = self.clock() if at_unix_s is None else at_unix_s
+        return sorted(r for r, ws in self.lab_windows(lab).items()
+                      if any(a <= t and (b is None or t < b) for a, b in ws))
+
+    def access_epoch(self, at_unix_s: float | None = None) -> tuple[int, int]:
+        """``(revision, enrollment boundaries passed)``: changes on every store change AND whenever the clock
+        crosses the start or end of an enrollment window (what live/MQTT access depends on)."""
+        t = self.clock() if at_unix_s is None else at_unix_s
+        with self._lock:
+            rev = int(self._db.execute("SELECT value FROM meta WHERE key='revision'").fetchone()[0])
+            n = self._db.execute("SELECT (SELECT COUNT(*) FROM study_participants WHERE enrolled_from_unix_s <= ?)"
+                                 " + (SELECT COUNT(*) FROM study_participants WHERE enrolled_to_unix_s <= ?)",
+                                 (t, t)).fetchone()[0]
+        return rev, int(n)
 
     def visible_runners(self, user: User) -> frozenset[str] | None:
         """Runner names ``user`` may see; ``None`` = all (admin)."""
@@ -320,7 +576,7 @@ class UserStore:
             return frozenset({user.name})
         if user.role == ROLE_THERAPIST:
             return frozenset(self.assigned_runners(user.name))
-        if user.role == ROLE_LAB:
+        if user.role == ROLE_LAB:  # participants of granted studies; sessions are filtered by window (Access)
             return frozenset(self.granted_runners(user.name))
         return frozenset()
 

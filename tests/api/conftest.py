@@ -2,8 +2,13 @@
 whose password file and ACL are generated from the user store, and the app with its live hub connected to it.
 
 Users (password ``PASSWORD`` for everyone):
-alice, bob = runners; pt = therapist of alice; pt2 = therapist without runners; lab = lab granted bob;
-root = admin; edge = service (publishes like an edge process); apisvc = service (the API's own MQTT account).
+alice, bob, dan = runners; pt = therapist of alice; pt2 = therapist without runners; lab = lab granted the study
+``gait``; root = admin; edge = service (publishes like an edge process); apisvc = service (the API's own MQTT account).
+
+Studies: ``gait`` (granted to lab): bob enrolled from STUDY_FROM_UNIX_S, open-ended (enrolled now); dan enrolled
+[STUDY_FROM_UNIX_S, DAN_TO_UNIX_S) (a past window: not enrolled now). ``other`` (granted to nobody): alice, from 0.
+Sessions (``sessions.ids``): alice, bob (started now), bob_clinical (bob, before his enrollment), dan_in (inside
+dan's window), dan_after (after it).
 """
 from __future__ import annotations
 
@@ -19,8 +24,15 @@ from runform.server.auth import UserStore
 from runform.server.broker import mosquitto_available
 
 PASSWORD = "correct horse 42"
-USERS = [("alice", "runner"), ("bob", "runner"), ("pt", "therapist"), ("pt2", "therapist"), ("lab", "lab"),
-         ("root", "admin"), ("edge", "service"), ("apisvc", "service")]
+USERS = [("alice", "runner"), ("bob", "runner"), ("dan", "runner"), ("pt", "therapist"), ("pt2", "therapist"),
+         ("lab", "lab"), ("root", "admin"), ("edge", "service"), ("apisvc", "service")]
+_DAY_S = 86400.0
+STUDY_FROM_UNIX_S = float(int(time.time() - 30 * _DAY_S))
+DAN_TO_UNIX_S = STUDY_FROM_UNIX_S + 20 * _DAY_S
+#: extra sessions: id key -> (runner, started_unix_s)
+EXTRA_SESSIONS = {"bob_clinical": ("bob", STUDY_FROM_UNIX_S - 5 * _DAY_S),
+                  "dan_in": ("dan", STUDY_FROM_UNIX_S + 1 * _DAY_S),
+                  "dan_after": ("dan", DAN_TO_UNIX_S + 1 * _DAY_S)}
 
 
 class Clock:
@@ -38,17 +50,27 @@ def make_users(path, clock=time.time) -> UserStore:
     for name, role in USERS:
         store.add_user(name, role, PASSWORD)
     store.assign("pt", "alice")
-    store.grant("lab", "bob")
+    store.add_study("gait", "Gait retraining 2024")
+    store.enroll("gait", "bob", STUDY_FROM_UNIX_S)
+    store.enroll("gait", "dan", STUDY_FROM_UNIX_S, DAN_TO_UNIX_S)
+    store.grant_study("lab", "gait")
+    store.add_study("other", "Not granted to any lab")
+    store.enroll("other", "alice", 0.0)
     return store
 
 
 def fill_sessions(store) -> dict[str, str]:
-    """One session per runner with steps, metrics, raw samples and a note; returns runner -> session id."""
+    """One session per runner (started now) with steps, metrics, raw samples and a note, plus EXTRA_SESSIONS;
+    returns key (runner, or the EXTRA_SESSIONS key) -> session id."""
     from runform.dsp import empty_steps
     out = {}
-    for k, runner in enumerate(("alice", "bob")):
-        sid = store.create_session(runner, {"sensors": [{"sensor_id": "s1", "site": "sacrum",
-                                                         "sampling_rate_hz": 100.0}]})
+    plan = [(runner, runner, None) for runner in ("alice", "bob")]
+    plan += [(key, runner, started) for key, (runner, started) in EXTRA_SESSIONS.items()]
+    for k, (key, runner, started) in enumerate(plan):
+        meta = {"sensors": [{"sensor_id": "s1", "site": "sacrum", "sampling_rate_hz": 100.0}]}
+        if started is not None:
+            meta["started_unix_s"] = started
+        sid = store.create_session(runner, meta)
         st = empty_steps(10)
         st["ic_s"] = 10.0 + np.arange(10) * 0.35
         st["tc_s"] = st["ic_s"] + 0.25
@@ -67,7 +89,7 @@ def fill_sessions(store) -> dict[str, str]:
         store.append_raw(sid, "s1", "sacrum", t, acc, None, np.arange(n, dtype=np.int64), 123, seq=0,
                          first_tick=0, sampling_rate_hz=100.0, tick_hz=100.0)
         store.add_note(sid, f"note of {runner}", author=runner)
-        out[runner] = sid
+        out[key] = sid
     return out
 
 

@@ -1,5 +1,6 @@
-"""HTTP API: every refusal (anonymous, other runner, unassigned therapist, lab grants, expired token, CSRF, body
-size, rate limit) and the happy paths they guard, against the real user store and session store."""
+"""HTTP API: every refusal (anonymous, other runner, unassigned therapist, lab studies, expired token, CSRF, body
+size, rate limit) and the happy paths they guard, against the real user store and session store.
+Study windows in detail: test_studies.py."""
 from __future__ import annotations
 
 import io
@@ -86,10 +87,11 @@ def test_therapist_sees_only_assigned_runners(client, sessions):
     _assert_error(client.get(f"/api/v1/sessions/{a}", headers=h2), 404)
 
 
-def test_lab_sees_only_granted_runners_and_gets_raw(client, sessions):
+def test_lab_sees_only_granted_study_runners_and_gets_raw(client, sessions):
     h = bearer(client, "lab")
     a, b = sessions.ids["alice"], sessions.ids["bob"]
-    assert [r["id"] for r in client.get("/api/v1/runners", headers=h).json()["runners"]] == ["bob"]
+    # the participants of its granted study "gait" (alice is only in the study "other", not granted)
+    assert [r["id"] for r in client.get("/api/v1/runners", headers=h).json()["runners"]] == ["bob", "dan"]
     _assert_error(client.get(f"/api/v1/sessions/{a}/raw", headers=h), 404)
     r = client.get(f"/api/v1/sessions/{b}/raw", headers=h, params={"t0_s": 10.0, "t1_s": 12.0})
     assert r.status_code == 200
@@ -109,7 +111,8 @@ def test_admin_sees_everything(client, sessions):
     h = bearer(client, "root")
     assert {r["id"] for r in client.get("/api/v1/runners", headers=h).json()["runners"]} >= {"alice", "bob"}
     users = {u["name"]: u for u in client.get("/api/v1/users", headers=h).json()["users"]}
-    assert users["pt"]["runners"] == ["alice"] and users["lab"]["runners"] == ["bob"]
+    assert users["pt"]["runners"] == ["alice"]
+    assert users["lab"]["studies"] == ["gait"] and users["lab"]["runners"] == ["bob", "dan"]
     assert client.get(f"/api/v1/sessions/{sessions.ids['bob']}/summary", headers=h).status_code == 200
 
 

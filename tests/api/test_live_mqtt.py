@@ -67,14 +67,17 @@ def test_mqtt_therapist_reads_assigned_only_and_writes_own_control(mqtt_client):
     assert [t for t, _ in edge.got()] == [control_topic("alice", "pt")]
 
 
-def test_mqtt_lab_reads_granted_raw_read_only(mqtt_client):
+def test_mqtt_lab_reads_enrolled_raw_read_only(mqtt_client):
+    """lab is granted the study gait: bob is enrolled now; dan's window is over; alice is in no granted study."""
     lab = mqtt_client("lab", topics=["runform/v1/#"])
     edge = mqtt_client("edge", topics=["runform/v1/+/control/+"])
     edge.publish(raw_topic("alice", "sacrum"), b"RFR1-alice", qos=0)
+    edge.publish(raw_topic("dan", "sacrum"), b"RFR1-dan", qos=1)
+    edge.publish(metrics_topic("dan"), metrics("dan", 1), qos=1)
     edge.publish(raw_topic("bob", "sacrum"), b"RFR1-bob", qos=1)
     assert lab.wait_for(lambda t: t == raw_topic("bob", "sacrum"))
     time.sleep(0.2)
-    assert lab.got(lambda t: "/alice/" in t) == []
+    assert lab.got(lambda t: "/alice/" in t or "/dan/" in t) == []
     lab.publish(control_topic("bob", "lab"), b"labs do not coach")
     edge.publish(control_topic("bob", "edge"), b"sentinel")
     assert edge.wait_for(lambda t: t == control_topic("bob", "edge"))
@@ -105,6 +108,67 @@ def test_user_store_change_reloads_broker(users, broker, mqtt_client):
     assert probe.wait_for(lambda t: True)
     time.sleep(0.2)
     assert len(pt2.got()) == n  # revoked: nothing more arrives
+
+
+def _round(edge, sub, runner: str, i: int) -> bool:
+    """Publish ``runner``'s raw block, then a sentinel on bob's metrics (same publisher, QoS 1: delivered in
+    order); wait for the sentinel at ``sub`` and say whether ``runner``'s block arrived before it."""
+    tag = f"{runner}-{i}-{time.monotonic_ns()}".encode()
+    edge.publish(raw_topic(runner, "sacrum"), b"RFR1" + tag, qos=1)
+    edge.publish(metrics_topic("bob"), b'{"sentinel": "' + tag + b'"}', qos=1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with sub.lock:
+            msgs = list(sub.messages)
+        if (metrics_topic("bob"), b'{"sentinel": "' + tag + b'"}') in msgs:
+            return (raw_topic(runner, "sacrum"), b"RFR1" + tag) in msgs
+        time.sleep(0.02)
+    raise AssertionError("sentinel on bob's metrics never arrived")
+
+
+def _until(pred, timeout_s: float = 20.0) -> bool:
+    """True once ``pred(i)`` is (the broker applies a SIGHUP asynchronously: wait for the effect)."""
+    end, i = time.monotonic() + timeout_s, 0
+    while time.monotonic() < end:
+        if pred(i):
+            return True
+        i += 1
+        time.sleep(0.05)
+    return False
+
+
+def _lab_acl_block(broker) -> str:
+    return (broker.workdir / "acl").read_text().split("user lab\n")[1].split("\n\n")[0]
+
+
+def test_mqtt_lab_acl_follows_enrollment_and_time(users, broker, mqtt_client):
+    """Enrolling a runner in a granted study lets the lab read its topics; when the enrollment window closes (the
+    clock passes enrolled_to_unix_s, no change to the store) the files are regenerated and the lab reads nothing
+    more of that runner."""
+    lab = mqtt_client("lab", topics=["runform/v1/#"])
+    edge = mqtt_client("edge")
+    sync = broker.sync_helper()
+    clock = users.test_clock
+    assert not _round(edge, lab, "alice", -1)
+    try:
+        now = clock()
+        users.enroll("gait", "alice", now - 60, now + 3600)
+        assert sync.sync() is True
+        assert "topic read runform/v1/alice/#" in _lab_acl_block(broker)
+        assert _until(lambda i: _round(edge, lab, "alice", i))
+        rev = users.revision
+        clock.offset = 7200.0  # two hours later: alice's window is over
+        assert sync.sync() is True and users.revision == rev  # regenerated because of the time, not a change
+        block = _lab_acl_block(broker)
+        assert "alice" not in block and "topic read runform/v1/bob/#" in block and "dan" not in block
+        assert _until(lambda i: not _round(edge, lab, "alice", 1000 + i))
+        assert not _round(edge, lab, "alice", 2000)  # and stays refused
+        assert sync.sync() is False  # nothing changed since
+    finally:
+        clock.offset = 0.0
+        if "alice" in [p.runner for p in users.get_study("gait").participants]:
+            users.unenroll("gait", "alice")
+        sync.sync()
 
 
 # ------------------------------------------------------------------------------------------------ live WS
@@ -183,6 +247,54 @@ def test_ws_filters_per_user(live_client, mqtt_client):
             if isinstance(x, dict) and x["payload"]["time_s"] == 100:
                 break
             assert (isinstance(x, bytes) and b"/bob/" in x) or x["runner"] == "bob"
+
+
+def test_ws_lab_live_only_for_participants_enrolled_now(live_client, mqtt_client, users):
+    h = bearer(live_client, "lab")
+    for r in ("dan", "alice"):  # dan: window over; alice: in no granted study
+        with pytest.raises(WebSocketDisconnect) as ei:
+            with live_client.websocket_connect(f"/api/v1/live?runners={r}&kinds=raw", headers=h) as ws:
+                ws.receive_json()
+        assert ei.value.code == 4403
+    edge = mqtt_client("edge")
+    clock = users.test_clock
+
+    def round_(ws, i: int) -> set[str]:
+        """alice's raw + metrics, dan's raw, then bob's metrics as the sentinel: kinds of alice/dan received."""
+        edge.publish(raw_topic("dan", "sacrum"), b"RFR1dan", qos=1)
+        edge.publish(raw_topic("alice", "sacrum"), b"RFR1alice", qos=1)
+        edge.publish(metrics_topic("alice"), metrics("alice", i))
+        edge.publish(metrics_topic("bob"), metrics("bob", i))
+        got = set()
+        while True:
+            m = _next_message(ws)
+            if isinstance(m, bytes):
+                assert b"/dan/" not in m
+                got.add("raw" if b"/alice/" in m else "bob-raw")
+            elif m["runner"] == "bob" and m["payload"]["time_s"] == i:
+                return got
+            else:
+                assert m["runner"] == "alice" and m["payload"]["time_s"] == i, m
+                got.add("metrics")
+
+    with live_client.websocket_connect("/api/v1/live?kinds=metrics,raw", headers=h) as ws:
+        assert ws.receive_json()["runners"] == ["bob"]
+        assert round_(ws, 0) == set()
+        try:
+            now = clock()
+            users.enroll("gait", "alice", now - 60, now + 3600)
+            # the open socket applies the change at its next access re-check (live_recheck_s)
+            deadline, i = time.monotonic() + 20, 1
+            while (got := round_(ws, i)) != {"raw", "metrics"}:
+                assert time.monotonic() < deadline, got
+                i += 1
+                time.sleep(0.05)
+            clock.offset = 7200.0  # alice's window closes: refused from the next message on, no store change
+            assert round_(ws, 10_000) == set()
+        finally:
+            clock.offset = 0.0
+            if "alice" in [p.runner for p in users.get_study("gait").participants]:
+                users.unenroll("gait", "alice")
 
 
 def test_ws_closed_when_token_expires(live_client, users):

@@ -53,7 +53,9 @@ def test_user_cli_and_generated_broker_files(tmp_path):
     assert run_cli("user", "--users", db, "add", "lab1", "--role", "lab", "--password-stdin",
                    stdin="lab-secret-1\n").returncode == 0
     assert run_cli("user", "--users", db, "assign", "tom", "amy").returncode == 0
-    assert run_cli("user", "--users", db, "grant", "lab1", "amy").returncode == 0
+    assert run_cli("user", "--users", db, "study", "add", "s1", "--title", "Gait 2024").returncode == 0
+    assert run_cli("user", "--users", db, "study", "enroll", "s1", "amy", "--from", "2024-01-01").returncode == 0
+    assert run_cli("user", "--users", db, "grant", "lab1", "--study", "s1").returncode == 0
     bad = run_cli("user", "--users", db, "assign", "amy", "tom")  # wrong roles: clear error, exit 1
     assert bad.returncode == 1 and "role" in bad.stderr
     bad = run_cli("user", "--users", db, "add", "x", "--role", "runner", "--password-stdin", stdin="short\n")
@@ -75,6 +77,56 @@ def test_user_cli_and_generated_broker_files(tmp_path):
         assert "user lab1\ntopic read runform/v1/amy/#" in acl
         lab_block = acl.split("user lab1")[1]
         assert "write" not in lab_block
+    finally:
+        s.close()
+
+
+def test_study_cli_round_trip(tmp_path):
+    db = str(tmp_path / "u.db")
+
+    def cli(*a, stdin=None):
+        return run_cli("user", "--users", db, *a, stdin=stdin)
+
+    def lab_block(store):
+        return acl_text(store).split("user lab1\n")[1].split("\n\n")[0]
+    assert cli("add", "amy", "--role", "runner", "--no-password").returncode == 0
+    assert cli("add", "lab1", "--role", "lab", "--password-stdin", stdin="lab-secret-1\n").returncode == 0
+    r = cli("study", "add", "s1", "--title", "Gait 2024")
+    assert r.returncode == 0 and "s1" in r.stdout
+    r = cli("study", "enroll", "s1", "amy", "--from", "2024-01-01T00:00:00Z", "--to", "2024-02-01")
+    assert r.returncode == 0 and "[2024-01-01T00:00:00Z, 2024-02-01T00:00:00Z)" in r.stdout, r
+    assert cli("grant", "lab1", "--study", "s1").returncode == 0
+    s = UserStore(db)
+    try:
+        st = s.get_study("s1")
+        assert st.title == "Gait 2024" and st.labs == ("lab1",)
+        assert [(p.runner, p.enrolled_from_unix_s, p.enrolled_to_unix_s) for p in st.participants] == \
+            [("amy", 1704067200.0, 1706745600.0)]
+        assert "amy" not in lab_block(s)  # a past window: no live/MQTT access now
+        assert cli("study", "enroll", "s1", "amy", "--from", "1704067200").returncode == 0  # unix s, open-ended
+        assert s.lab_windows("lab1") == {"amy": ((1704067200.0, None),)}
+        assert "topic read runform/v1/amy/#" in lab_block(s)
+        out = cli("study", "list").stdout
+        assert "s1  Gait 2024  labs: lab1" in out and "2024-01-01T00:00:00Z .. open" in out
+        assert any(l.startswith("lab1") and l.rstrip().endswith("s1") for l in cli("list").stdout.splitlines())
+        # refusals: clear message, exit 1 (argparse usage errors: 2), nothing changed
+        for args, text in ((("study", "enroll", "s1", "amy", "--from", "yesterday"), "ISO 8601"),
+                           (("study", "enroll", "s1", "amy", "--from", "2024-03-01", "--to", "2024-02-01"), "empty"),
+                           (("study", "enroll", "nope", "amy"), "no study"),
+                           (("study", "enroll", "s1", "lab1"), "role"),
+                           (("grant", "lab1", "--study", "nope"), "no study"),
+                           (("grant", "amy", "--study", "s1"), "role"),
+                           (("study", "add", "s1"), "already exists"),
+                           (("study", "add", "bad name"), "invalid study name")):
+            r = cli(*args)
+            assert r.returncode == 1 and text in r.stderr, (args, r)
+        assert cli("grant", "lab1", "amy").returncode == 2  # the per-runner form is gone: --study is required
+        assert s.lab_windows("lab1") == {"amy": ((1704067200.0, None),)}
+        assert cli("revoke", "lab1", "--study", "s1").returncode == 0
+        assert s.get_study("s1").labs == () and "amy" not in lab_block(s)
+        assert cli("study", "unenroll", "s1", "amy").returncode == 0
+        assert cli("study", "delete", "s1").returncode == 0
+        assert s.list_studies() == [] and cli("study", "list").stdout.strip() == "no studies"
     finally:
         s.close()
 
