@@ -2,11 +2,11 @@
 
 ::
 
-    VirtualSensor (bluezoo, dbus-fast GATT)  x2      <- runner simulator (one below target cadence, one imbalanced)
-        │ BLE notifications over the emulated BlueZ (private D-Bus)
-    Bridge (bleak, real BlueZ backend) ── journal per sensor
-        │ SampleBlocks, demultiplexed per runner
-    Edge (DSP -> metrics -> cues) ── MQTT ──> Mosquitto (or the embedded fallback)
+    VirtualSensor x2 + VirtualRscPod (bluezoo, dbus-fast GATT)  <- runner simulator (one below target cadence,
+        │ BLE notifications over the emulated BlueZ (private D-Bus)    one imbalanced, on a lossy link, low battery)
+    BleHub: ONE Bridge (bleak, real BlueZ backend) for every runner's sensors, as `runform run --source ble`
+        │ per runner: raw journal first, then SampleBlocks (DSP) / MetricsBlocks (pod: coarse metrics)
+    Edge (DSP -> metrics -> cues; status with each sensor link's battery, loss, reconnects) ── MQTT ──> Mosquitto
                                                  │
                            ingest -> SQLite ─────┤
                            API + live WebSocket ─┴──> dashboards (therapist, runner, lab)
@@ -51,13 +51,20 @@ class DemoRunner:
     site: str = "sacrum"
     seed: int = 0
     story: str = ""
+    loss_pct: float = 0.0  # the virtual sensor's packet loss on air (BLE source)
+    battery_pct: float = 92.0  # its battery at start
+    pod_site: str | None = None  # also an RSC foot pod (coarse cadence + speed) at this site (BLE source)
 
 
 DEFAULT_RUNNERS = (
     DemoRunner("maya", cadence_spm=158.0, target_cadence_spm=172.0, program="demo-short", program_stage=1, seed=1,
-               story="runs below her target cadence (158 vs 172 steps/min), on a walk/run program"),
+               loss_pct=0.2, battery_pct=81.0, pod_site="foot_right",
+               story="runs below her target cadence (158 vs 172 steps/min), on a walk/run program; "
+                     "also wears a foot pod"),
     DemoRunner("leo", cadence_spm=170.0, asymmetry_pct=14.0, target_cadence_spm=170.0, seed=2,
-               story="on target cadence but with a left/right imbalance (left contact ~14 % longer)"),
+               loss_pct=2.0, battery_pct=23.0,
+               story="on target cadence but with a left/right imbalance (left contact ~14 % longer); "
+                     "his sensor's link loses ~2 % of packets and its battery is low"),
 )
 
 
@@ -65,64 +72,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-# ------------------------------------------------------------------------------------------------ BLE source
-class _RunnerQueueSource:
-    """The edge's SampleSource for one runner, fed by :class:`_BridgeDemux` (bounded queue, drops counted)."""
-
-    def __init__(self, runner: str, sensors, maxsize: int = 1024) -> None:
-        self.runner = runner
-        self.sensors = sensors
-        self.queue: asyncio.Queue = asyncio.Queue(maxsize=maxsize)
-        self.dropped = 0
-        self._closed = False
-
-    async def aclose(self) -> None:
-        self._closed = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(None)
-
-    def __aiter__(self):
-        return self._iter()
-
-    async def _iter(self):
-        from runform.server.edge import SourceItem
-        while not self._closed:
-            block = await self.queue.get()
-            if block is None:
-                return
-            yield SourceItem(block, None)  # the bridge journals the raw packets itself
-
-
-class _BridgeDemux:
-    """One :class:`~runform.firmware_bridge.ble.Bridge` for every sensor; blocks routed to each runner's source."""
-
-    def __init__(self, bridge, sources: dict[str, _RunnerQueueSource]) -> None:
-        self.bridge = bridge
-        self.sources = sources
-        self.by_sensor = {sid: link.spec.runner for sid, link in bridge.links.items()}
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ble-demux")
-
-    async def _run(self) -> None:
-        async for block in self.bridge:
-            src = self.sources.get(self.by_sensor.get(getattr(block, "sensor_id", None)))
-            if src is None or not hasattr(block, "acc_ms2"):  # e.g. an RSC MetricsBlock: not for the DSP
-                continue
-            try:
-                src.queue.put_nowait(block)
-            except asyncio.QueueFull:
-                src.dropped += 1
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        await self.bridge.stop()
 
 
 # ------------------------------------------------------------------------------------------------ the stack
@@ -159,9 +108,8 @@ class DemoStack:
     _server: Any = None
     _emulator: Any = None
     _virtual: list = field(default_factory=list)
-    _demux: Any = None
+    ble_hub: Any = None  # runform.server.edge.BleHub (BLE source)
     _edge_task: Any = None
-    _stats_task: Any = None
     _service_pw: dict = field(default_factory=dict)
 
     @property
@@ -224,45 +172,38 @@ class DemoStack:
         return out
 
     async def _ble_sources(self):
-        from runform.firmware_bridge.ble import Bridge, SensorSpec
+        """One virtual sensor per runner (plus its foot pod, if any) on bluezoo, all through ONE bridge (the
+        edge's :class:`~runform.server.edge.BleHub`, exactly what ``runform run --source ble`` uses): each
+        runner's raw journal, its DSP blocks, its pod's coarse metrics and its links in the retained status."""
+        from runform.firmware_bridge.ble import SensorSpec
         from runform.firmware_bridge.simulator import RunnerProfile, Segment
-        from runform.firmware_bridge.virtual import BluezooEmulator, SensorBehavior, VirtualSensor
-        from runform.server.edge import SensorInfo
-        emu = BluezooEmulator(len(self.runners), set_environ=True)
+        from runform.firmware_bridge.virtual import BluezooEmulator, SensorBehavior, VirtualRscPod, VirtualSensor
+        from runform.server.edge import BleHub
+        n = sum(1 + (r.pod_site is not None) for r in self.runners)
+        emu = BluezooEmulator(n, set_environ=True)
         await asyncio.get_running_loop().run_in_executor(None, emu.start)
         self._emulator = emu
-        specs, sources = [], {}
+        specs = []
         for r in self.runners:
-            name, addr = emu.take_adapter()
             prof = RunnerProfile(cadence_spm=r.cadence_spm, asymmetry_pct=r.asymmetry_pct)
-            beh = SensorBehavior(connection_interval_ms=15.0, loss_pct=0.5, clock_drift_ppm=20.0, seed=r.seed)
-            vs = VirtualSensor(r.site, sampling_rate_hz=self.sampling_rate_hz, profile=prof,
-                               segments=_segments(r, Segment), seed=r.seed, behavior=beh)
+            segs = _segments(r, Segment)
+            name, addr = emu.take_adapter()
+            beh = SensorBehavior(connection_interval_ms=15.0, loss_pct=r.loss_pct, clock_drift_ppm=20.0,
+                                 battery_start_pct=r.battery_pct, seed=r.seed)
+            vs = VirtualSensor(r.site, sampling_rate_hz=self.sampling_rate_hz, profile=prof, segments=segs,
+                               seed=r.seed, behavior=beh)
             await vs.start(name, addr)
             self._virtual.append(vs)
-            spec = SensorSpec(site=r.site, address=addr, runner=r.name, sampling_rate_hz=self.sampling_rate_hz)
-            specs.append(spec)
-            sources[r.name] = _RunnerQueueSource(
-                r.name, [SensorInfo(spec.sensor_id, r.site, self.sampling_rate_hz)])
-        bridge = Bridge(specs, adapter="hci0", queue_size=4096, journal_dir=self.workdir / "journal" / "ble")
-        await bridge.start()
-        self._demux = _BridgeDemux(bridge, sources)
-        self._demux.start()
-        return list(sources.values())
-
-    async def _publish_link_stats(self) -> None:
-        """Battery and signal quality of each BLE link into the runner's retained status ``counters``."""
-        while True:
-            await asyncio.sleep(2.0)
-            if self._demux is None or self.edge is None:
-                continue
-            for sid, st in self._demux.bridge.stats().items():
-                p = self.edge.pipelines.get(st.runner)
-                if p is None:
-                    continue
-                p.counters.update(ble_state=st.state, ble_packets_received=st.packets_received,
-                                  ble_packets_lost=st.packets_lost, ble_loss_pct=round(st.loss_pct, 2),
-                                  ble_reconnects=st.reconnects, battery_pct=st.battery_pct)
+            specs.append(SensorSpec(site=r.site, address=addr, runner=r.name, sampling_rate_hz=self.sampling_rate_hz))
+            if r.pod_site is not None:
+                name, addr = emu.take_adapter()
+                pod = VirtualRscPod(r.pod_site, profile=prof, segments=segs, seed=r.seed + 100, interval_s=1.0,
+                                    behavior=SensorBehavior(battery_start_pct=r.battery_pct, seed=r.seed + 100))
+                await pod.start(name, addr)
+                self._virtual.append(pod)
+                specs.append(SensorSpec(site=r.pod_site, address=addr, runner=r.name, kind="rsc"))
+        self.ble_hub = BleHub(specs, adapter="hci0", queue_blocks=4096)
+        return [self.ble_hub.sources[r.name] for r in self.runners]
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> "DemoStack":
@@ -307,8 +248,6 @@ class DemoStack:
                 publish_raw=True)
         self.edge = Edge(sources, configs)
         self._edge_task = asyncio.create_task(self.edge.run(), name="edge")
-        if self._demux is not None:
-            self._stats_task = asyncio.create_task(self._publish_link_stats(), name="ble-stats")
         return self
 
     async def _start_api(self, svc) -> None:
@@ -345,12 +284,10 @@ class DemoStack:
             self.edge.stop()
             with contextlib.suppress(Exception):
                 stats = await asyncio.wait_for(self._edge_task, 15.0)
-        for t in (self._stats_task,):
-            if t is not None:
-                t.cancel()
-        if self._demux is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._demux.stop(), 15.0)
+        if self.ble_hub is not None:  # the edge stops the bridge with its last source; this is the safety net
+            for src in self.ble_hub.sources.values():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(src.aclose(), 15.0)
         for vs in self._virtual:
             with contextlib.suppress(Exception):
                 await vs.stop()
@@ -462,6 +399,11 @@ async def _demo_main(stack: DemoStack, args) -> int:
     for name, st in (edge_stats or {}).items():
         summary.setdefault(name, {}).update(steps_detected=st.get("steps", 0), cues=st.get("cues", 0),
                                             samples=st.get("samples", 0))
+    for name, p in (stack.edge.pipelines.items() if stack.edge is not None else ()):
+        # what the therapist saw in the retained status: each sensor link's battery, loss and reconnects
+        summary.setdefault(name, {})["links"] = [
+            {k: ln[k] for k in ("sensor_id", "kind", "battery_pct", "packets_received", "packets_lost", "loss_pct",
+                                "reconnects")} for ln in (x.to_payload() for x in p.links())]
     print("runform demo: summary " + json.dumps(summary, sort_keys=True), flush=True)
     await loop.run_in_executor(None, stack.sessions.close)
     await loop.run_in_executor(None, stack.users.close)

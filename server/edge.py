@@ -40,6 +40,7 @@ import numpy as np
 from runform.dsp import STEP_DTYPE, empty_steps
 
 from ._journal_worker import JournalWorker
+from ._links import LinkStatus, LinkWindow, link_from_accounting, link_from_sensor_stats
 from .broker import AccessSpec
 from .cues import Cue, CueConfig, CueEngine
 from .metrics import RollingMetrics
@@ -130,6 +131,15 @@ class SimulatorSource:
                                                            address="simulator")))
         self._closed = False
         self.packets_ = 0
+        self._decoders: dict = {}
+        self.streaming_ = False
+
+    def link_stats(self) -> list[LinkStatus]:
+        """Per sensor: packets from the decoder's accounting; ``connected`` while the simulation streams."""
+        on = self.streaming_ and not self._closed
+        return [link_from_accounting(s.sensor_id, s.site, "sim", on,
+                                     self._decoders[s.sensor_id].stats() if s.sensor_id in self._decoders else None)
+                for s in self.sensors]
 
     @staticmethod
     def _make_config(v1, fs, range_g, gyro, site, stream):
@@ -150,11 +160,14 @@ class SimulatorSource:
         dt = n / self.sampling_rate_hz
         decoders = {sid: SensorDecoder(self._protocols[sid], sensor_id=sid, site=site)
                     for sid, (site, _) in self._streams.items()}
+        self._decoders = decoders
+        self.streaming_ = True
         t0_host = time.monotonic()
         k = 0
         seq = {sid: 0 for sid in self._streams}
         while not self._closed:
             if self.duration_s is not None and k * dt >= self.duration_s:
+                self.streaming_ = False
                 return
             if self.speed > 0:
                 delay = t0_host + (k + 1) * dt / self.speed - time.monotonic()
@@ -176,6 +189,7 @@ class SimulatorSource:
                         yield SourceItem(block, raw)
                 else:  # not paced like a sensor: times from the simulated clock itself
                     pkt = proto.decode(raw, arrival_ns)[0]
+                    decoders[sid].accounting.on_packet(seq[sid], n, arrival_ns)
                     block = SampleBlock(sensor_id=sid, site=site, seq=seq[sid], first_tick=int(tick[0]),
                                         tick_hz=float(proto.tick_hz), sampling_rate_hz=self.sampling_rate_hz,
                                         acc_ms2=pkt.acc_ms2, gyr_dps=pkt.gyr_dps, arrival_ns=arrival_ns,
@@ -282,6 +296,14 @@ class PacketReplaySource:
         self._closed = False
         self.packets_ = 0
         self.pickup_lag_ns_ = np.zeros(n, np.int64)  # per packet: picked up minus due (how late the loop was)
+        self._decoders: list = []
+        self.streaming_ = False
+
+    def link_stats(self) -> list[LinkStatus]:
+        on = self.streaming_ and not self._closed
+        return [link_from_accounting(s.sensor_id, s.site, "replay", on,
+                                     self._decoders[i].stats() if i < len(self._decoders) else None)
+                for i, s in enumerate(self.sensors)]
 
     async def aclose(self) -> None:
         self._closed = True
@@ -290,6 +312,8 @@ class PacketReplaySource:
         from runform.firmware_bridge.timestamping import SensorDecoder
         streams = [(SensorDecoder(proto, sensor_id=sid, site=site), packets)
                    for sid, site, proto, packets in self._streams]
+        self._decoders = [dec for dec, _ in streams]
+        self.streaming_ = True
         t0 = time.monotonic_ns() + int(self.phase_s * 1e9)
         period_ns = int(round(self.period_s * 1e9))
         for k in range(self.n_packets):
@@ -308,6 +332,7 @@ class PacketReplaySource:
                 for block in dec.feed(raw, due_ns):
                     yield SourceItem(block, raw)
                 self.packets_ += 1
+        self.streaming_ = False
 
 
 class JournalReplaySource:
@@ -325,6 +350,15 @@ class JournalReplaySource:
         self.sensors = [SensorInfo(str(meta.get("sensor_id") or Path(path).stem), str(meta.get("site") or "sacrum"),
                                    float(meta.get("sampling_rate_hz") or float("nan")), meta)]
         self._closed = False
+        self.streaming_ = False
+
+    def link_stats(self) -> list[LinkStatus]:
+        """The journal's packet accounting so far (lost = gaps recorded in the file)."""
+        dec = self._reader.decoder_
+        s = self.sensors[0]
+        return [link_from_accounting(s.sensor_id, s.site, "replay", self.streaming_ and not self._closed,
+                                     dec.stats() if dec is not None else None,
+                                     arrival_stamped=bool(dec is not None and dec.clock.arrival_stamped))]
 
     async def aclose(self) -> None:
         self._closed = True
@@ -332,6 +366,7 @@ class JournalReplaySource:
     async def __aiter__(self):
         t0_host = None
         t0_data = None
+        self.streaming_ = True
         for block in self._reader.blocks():
             if self._closed:
                 return
@@ -346,6 +381,7 @@ class JournalReplaySource:
             else:
                 await asyncio.sleep(0)
             yield SourceItem(block, None)
+        self.streaming_ = False
 
 
 class BleHub:
@@ -376,6 +412,7 @@ class BleHub:
         for link in self.bridge.links.values():
             link.on_raw = self._on_raw
             link.on_connected = self._on_connected
+            link.on_state = self._on_state
         self._started = False
         self._stopped = False
         self._open = set(self.sources)
@@ -399,6 +436,17 @@ class BleHub:
 
     def stats(self) -> dict:
         return {sid: dataclasses.asdict(st) for sid, st in self.bridge.stats().items()}
+
+    def link_stats(self, runner: str) -> list[LinkStatus]:
+        """The runner's links (battery, RSSI, loss, reconnects ... from the bridge's ``SensorStats``)."""
+        return [link_from_sensor_stats(link.stats(), link.spec.kind) for link in self.bridge.links.values()
+                if link.spec.runner == runner]
+
+    def _on_state(self, link, old: str, new: str) -> None:
+        if "streaming" in (old, new):  # connected or lost: the runner's status says so now
+            p = self._pipelines.get(link.spec.runner)
+            if p is not None:
+                p.links_changed()
 
     # hot path (bleak's notification callback, in the event loop) ------------------------------------
     def _on_raw(self, link, raw: bytes, arrival_ns: int) -> None:
@@ -446,6 +494,9 @@ class BleSource:
     def bind(self, pipeline: "RunnerPipeline") -> None:
         self.hub.bind(self.runner, pipeline)
 
+    def link_stats(self) -> list[LinkStatus]:
+        return self.hub.link_stats(self.runner)
+
     async def aclose(self) -> None:
         if self._closed:
             return
@@ -487,6 +538,7 @@ class RunnerConfig:
     mass_kg: float | None = None
     dsp_queue_blocks: int = 512
     journal_flush_interval_ms: float = 500.0  # the most a crash (power loss) can cost the raw journal
+    link_recent_window_s: float = 10.0  # status links[].loss_recent_pct: packet loss over this many seconds
 
 
 class RunnerPipeline:
@@ -529,6 +581,12 @@ class RunnerPipeline:
         self.cues_sent: list[Cue] = []  # last cues (bounded, for tests / the CLI)
         self._dsp_busy = False  # the DSP task holds blocks: the reader must queue behind them (order)
         self._cue_lat_ms = np.full(256, np.nan)  # packet arrival -> cue handed to the socket, last 256 cues
+        # sensor link health (status ``links``): the source's ``link_stats`` (the edge sets it), the recent window
+        self.link_source: Callable[[], list[LinkStatus]] | None = None
+        self.link_window = LinkWindow(cfg.link_recent_window_s)
+        self._links_published_s = -math.inf
+        self._links_pending: asyncio.TimerHandle | None = None
+        self._links_error_logged = False
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def open(self, loop: asyncio.AbstractEventLoop, journal_worker: JournalWorker | None = None) -> None:
@@ -586,6 +644,9 @@ class RunnerPipeline:
             if self._own_worker:
                 w.close()
             self._update_journal_counters()
+        if self._links_pending is not None:
+            self._links_pending.cancel()
+            self._links_pending = None
         if self.link is not None:
             self._pump()
             self.link.stop(final=(status_topic(self.runner), encode_json(self._status("offline", reason))))
@@ -603,7 +664,40 @@ class RunnerPipeline:
         return status_payload(self.runner, st, self.edge_id, reason=reason, sensors=sorted(self.sensors),
                               raw_enabled=self.raw_enabled, interval=iv.to_payload() if iv else None,
                               target_cadence_spm=self.cues.config.target_cadence_spm,
-                              counters=self.stats())
+                              counters=self.stats(), links=[ln.to_payload() for ln in self.link_window.fill(
+                                  self.links())])
+
+    def links(self) -> list[LinkStatus]:
+        """The sensor links now (empty without a link source); a failing source is logged once, never raised."""
+        if self.link_source is None:
+            return []
+        try:
+            return list(self.link_source())[:16]
+        except Exception as exc:
+            if not self._links_error_logged:
+                self._links_error_logged = True
+                log.error("%s: link stats unavailable: %r", self.runner, exc)
+            return []
+
+    def sample_links(self) -> None:
+        """Once a second (the edge's ticker): the packet counters for ``loss_recent_pct``."""
+        if self.link_source is not None:
+            self.link_window.sample(self.links())
+
+    def links_changed(self) -> None:
+        """A link connected or was lost: publish the status now, at most once a second (later ones coalesce)."""
+        if self.link is None or self._loop is None:
+            return
+        wait = self._links_published_s + 1.0 - time.monotonic()
+        if wait <= 0:
+            self._links_flush()
+        elif self._links_pending is None:
+            self._links_pending = self._loop.call_later(wait, self._links_flush)
+
+    def _links_flush(self) -> None:
+        self._links_pending = None
+        self._links_published_s = time.monotonic()
+        self.publish_status()
 
     def _birth(self) -> tuple[str, bytes]:
         return status_topic(self.runner), encode_json(self._status())
@@ -900,7 +994,7 @@ class Edge:
 
     Per runner: a reader task (source -> journal thread -> bounded DSP queue) and a DSP task; per edge: one
     journal thread (:class:`~runform.server._journal_worker.JournalWorker`), one ticker (links, status every
-    10 s) and the MQTT links' sockets on this loop. Several processes: ``runform run --workers N`` /
+    4.5 s) and the MQTT links' sockets on this loop. Several processes: ``runform run --workers N`` /
     :func:`runform.server._workers.run_sharded` (each worker an Edge over a disjoint set of runners).
     """
 
@@ -934,6 +1028,7 @@ class Edge:
             bind = getattr(src, "bind", None)
             if bind is not None:
                 bind(self.pipelines[src.runner])
+            self.pipelines[src.runner].link_source = getattr(src, "link_stats", None)
         for p in self.pipelines.values():
             p.open(loop, self.journal_worker)
         # Everything allocated so far (modules, numba, detector state) lives for the whole run: move it out of
@@ -1007,16 +1102,24 @@ class Edge:
             finally:
                 p._dsp_busy = q.qsize() > 0
 
-    async def _ticker(self, period_s: float = 0.1, status_every_s: float = 10.0) -> None:
-        """One task for all runners: pump the links (expire stale cues, hand over what acks made room for) and
-        refresh each runner's retained status every ``status_every_s``, spread over the period."""
+    async def _ticker(self, period_s: float = 0.1, status_every_s: float = 4.5, links_every_s: float = 1.0) -> None:
+        """One task for all runners: pump the links (expire stale cues, hand over what acks made room for),
+        sample each runner's sensor-link counters every ``links_every_s`` (recent loss) and refresh its retained
+        status every ``status_every_s`` (by the clock, so a late loop never stretches it past 5 s), both
+        spread over their period by runner."""
         pipes = list(self.pipelines.values())
-        n_per_status = max(1, int(round(status_every_s / period_s)))
-        k = 0
+        n = max(1, len(pipes))
+        t0 = time.monotonic()
+        next_status = [t0 + status_every_s * i / n for i in range(len(pipes))]
+        next_links = [t0 + links_every_s * i / n for i in range(len(pipes))]
         while True:
             await asyncio.sleep(period_s)
-            k += 1
+            now = time.monotonic()
             for i, p in enumerate(pipes):
                 p._pump()
-                if (k + i * n_per_status // max(1, len(pipes))) % n_per_status == 0:
+                if now >= next_links[i]:
+                    next_links[i] = max(next_links[i] + links_every_s, now)
+                    p.sample_links()
+                if now >= next_status[i]:
+                    next_status[i] = max(next_status[i] + status_every_s, now)
                     p.publish_status()

@@ -44,6 +44,7 @@ class SensorDecoder:
         coarse = getattr(self.protocol, "coarse", False)
         stats.measured_rate_hz = s.measured_rate_hz if math.isfinite(s.measured_rate_hz) and not coarse else None
         stats.drift_ppm = s.drift_ppm if math.isfinite(s.drift_ppm) else None
+        stats.arrival_stamped = bool(coarse or self._dec.clock.arrival_stamped)
         if s.last_malformed_reason:
             stats.extra["last_malformed_reason"] = s.last_malformed_reason
         stats.extra["reordered"] = s.reordered

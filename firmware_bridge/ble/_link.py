@@ -71,6 +71,8 @@ class SensorLink:
         self.on_block = on_block
         self.on_raw = on_raw
         self.on_connected = on_connected
+        #: ``on_state(link, old_state, new_state)`` on every state change (e.g. streaming -> backoff: link lost)
+        self.on_state: Callable[["SensorLink", str, str], None] | None = None
         self.reconnect = reconnect
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -168,7 +170,12 @@ class SensorLink:
 
     # -- internals ------------------------------------------------------------------------------
     def _set_state(self, state: str) -> None:
-        self._stats.state = state
+        old, self._stats.state = self._stats.state, state
+        if state != old and self.on_state is not None:
+            try:
+                self.on_state(self, old, state)
+            except Exception:  # an observer must not break the link
+                log.exception("%s: state callback failed", self.sensor_id)
 
     def _bleak_kw(self, scanner: bool = False) -> dict[str, Any]:
         kw: dict[str, Any] = dict(_bluez_args(self.adapter))
@@ -187,6 +194,9 @@ class SensorLink:
                                             adapter=self.adapter, backend=self.scanner_backend)
             if self._stats.address is None:
                 self._stats.address = device.address
+            rssi = getattr(adv, "rssi", None)
+            if rssi is not None:
+                self._stats.rssi_dbm = int(rssi)
             self._set_state("connecting")
             client = BleakClient(device, disconnected_callback=self._on_disconnect,
                                  timeout=self.connect_timeout_s, **self._bleak_kw())

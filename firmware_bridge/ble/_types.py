@@ -81,6 +81,8 @@ class SensorStats:
     drift_ppm: float | None = None
     battery_pct: int | None = None
     mtu: int | None = None
+    rssi_dbm: int | None = None  #: RSSI of the advertisement seen before the latest connection
+    arrival_stamped: bool = False  #: no sensor clock (RSC pods): times are arrival times minus a latency
     last_seen_s: float | None = None  #: time.monotonic() of the last packet
     last_error: str | None = None
     connected_s: float = 0.0  #: total time streaming

@@ -48,6 +48,28 @@ COARSE_ITEM = _obj({
     "speed_ms": _NUM, "stride_length_m": _NUM, "total_distance_m": _NUM, "is_running": {"type": ["boolean", "null"]},
 }, ["sensor", "time_s", "cadence_spm", "speed_ms"])
 
+_COUNT = {"type": "integer", "minimum": 0}
+_PCT = {"type": ["number", "null"], "minimum": 0, "maximum": 100}
+LINK_ITEM = _obj({
+    "sensor_id": {"type": "string"}, "site": {"type": "string"},
+    "kind": {"type": "string", "description": "protocol: runform_v1 | polar_pmd | rsc | sim | replay | unknown "
+                                              "(BLE before the first connection)"},
+    "connected": {"type": "boolean", "description": "streaming now"},
+    "battery_pct": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+    "packets_received": _COUNT,
+    "packets_lost": {**_COUNT, "description": "sequence gaps (incl. outages), whole session"},
+    "loss_pct": {**_PCT, "description": "lost / (received + lost) * 100, whole session; null before any packet"},
+    "loss_recent_pct": {**_PCT, "description": "the same over the last ~10 s; null without packets in it"},
+    "packets_malformed": _COUNT, "reconnects": _COUNT,
+    "sampling_rate_hz_measured": {**_NUM, "description": "samples per host second (received + lost)"},
+    "clock_drift_ppm": {**_NUM, "description": "sensor clock vs host clock"},
+    "rssi_dbm": {"type": ["integer", "null"], "description": "advertisement RSSI before the latest connection"},
+    "last_seen_unix_s": _NUM,
+    "arrival_stamped": {"type": "boolean", "description": "no sensor clock: times are arrival times"},
+}, ["sensor_id", "site", "kind", "connected", "battery_pct", "packets_received", "packets_lost", "loss_pct",
+    "loss_recent_pct", "packets_malformed", "reconnects", "sampling_rate_hz_measured", "clock_drift_ppm",
+    "rssi_dbm", "last_seen_unix_s", "arrival_stamped"])
+
 INTERVAL = {"type": ["object", "null"], "properties": {
     "index": {"type": "integer", "minimum": 0}, "kind": {"enum": ["walk", "run", "rest"]},
     "elapsed_s": {"type": "number"}, "remaining_s": {"type": "number"},
@@ -94,6 +116,8 @@ SCHEMAS: dict[str, dict] = {
         "sensors": {"type": "array", "items": {"type": "string"}}, "raw_enabled": {"type": "boolean"},
         "interval": INTERVAL, "target_cadence_spm": _NUM,
         "counters": {"type": "object"},
+        "links": {"type": "array", "maxItems": 16, "items": LINK_ITEM,
+                  "description": "health of each sensor link of the runner (battery, loss, reconnects ...)"},
     }, ["schema", "runner", "state", "edge_id", "time_unix_s"],
         desc="Retained. The edge sets an 'offline' last will on every connection."),
     SCHEMA_CONTROL: _obj({

@@ -150,3 +150,58 @@ def test_asyncapi_doc_in_sync():
     from runform.server.mqtt._asyncapi import asyncapi_yaml
     doc = Path(__file__).parents[2] / "docs" / "asyncapi.yaml"
     assert doc.read_text() == asyncapi_yaml(), "regenerate: python -m runform.server.mqtt asyncapi > docs/asyncapi.yaml"
+
+
+def test_status_links_from_a_source_validate_and_bad_items_are_rejected():
+    import asyncio
+
+    from runform.server.edge import SimulatorSource
+    src = SimulatorSource("alice", sites=("foot_left", "foot_right"), speed=0, duration_s=0.6, packet_samples=20)
+
+    async def drain():
+        return sum([1 async for _ in src])
+    n_blocks = asyncio.run(drain())
+    links = [ln.to_payload() for ln in src.link_stats()]
+    d = m.decode_json(m.encode_json(m.status_payload("alice", "online", "edge-1", links=links)), m.SCHEMA_STATUS)
+    assert [ln["sensor_id"] for ln in d["links"]] == [s.sensor_id for s in src.sensors]
+    assert sum(ln["packets_received"] for ln in d["links"]) == n_blocks == src.packets_
+    assert all(ln["kind"] == "sim" and ln["battery_pct"] is None and ln["connected"] is False  # finished
+               and ln["packets_lost"] == 0 and ln["loss_pct"] == 0.0 for ln in d["links"])
+    for field, value in (("battery_pct", 150), ("loss_pct", -1.0), ("connected", "yes"), ("packets_lost", 2.5),
+                         ("surprise", 1)):
+        bad = [dict(links[0], **{field: value}), links[1]]
+        with pytest.raises(m.PayloadError) as ei:
+            m.encode_json(m.status_payload("alice", "online", "edge-1", links=bad))
+        assert ei.value.field == ("$.links[0]" if field == "surprise" else f"$.links[0].{field}")
+    missing = dict(links[0])
+    del missing["rssi_dbm"]
+    with pytest.raises(m.PayloadError):
+        m.encode_json(m.status_payload("alice", "online", "edge-1", links=[missing]))
+
+
+def test_link_window_recent_loss_is_the_last_window_only():
+    from runform.server._links import LinkStatus, LinkWindow
+
+    def link(rx, lost):
+        return LinkStatus("a.sacrum", "sacrum", "runform_v1", True, packets_received=rx, packets_lost=lost)
+    w = LinkWindow(window_s=10.0)
+    # first 10 s: a bad link (50 % loss); then 20 s clean at 100 packets/s, sampled once a second
+    rx, lost = 0, 0
+    for t in range(31):
+        if t <= 10:
+            rx, lost = 50 * t, 50 * t
+        else:
+            rx, lost = 500 + 100 * (t - 10), 500
+        w.sample([link(rx, lost)], now_s=float(t))
+    assert link(rx, lost).loss_pct == pytest.approx(100 * 500 / (rx + 500), abs=1e-3)
+    assert w.recent_pct(link(rx, lost), now_s=30.0) == 0.0  # the bad start is out of the window
+    # now the link goes bad again: 30 lost of the 60 packets made in the last 0.5 s
+    now = link(rx + 30, lost + 30)
+    assert w.recent_pct(now, now_s=30.5) == pytest.approx(100 * 30 / (10 * 100 + 60), abs=1e-3)
+    assert w.fill([now], now_s=30.5)[0].loss_recent_pct == w.recent_pct(now, now_s=30.5)
+    # a young history: everything since the start is the recent window
+    y = LinkWindow(window_s=10.0)
+    y.sample([link(10, 0)], now_s=0.0)
+    assert y.recent_pct(link(90, 10), now_s=3.0) == 10.0
+    assert y.recent_pct(link(5, 0), now_s=20.0) is None  # counters went back (a new source): nothing to compare
+    assert LinkWindow().recent_pct(link(0, 0)) is None  # no packets yet

@@ -96,3 +96,85 @@ async def test_ble_sensors_of_two_runners_to_subscriber(sensors, mosquitto, mqtt
     late = coarse[len(coarse) // 2:]
     assert all(abs(c["cadence_spm"] - 170) <= 12 and 2.5 < c["speed_ms"] < 4.5 for c in late), late
     assert not any("coarse_sensors" in json.loads(x.payload) for x in sub.on("alice/metrics"))
+
+
+async def _until(pred, timeout_s: float) -> bool:
+    """Wait (without blocking the loop that drives the edge) until ``pred()`` or the timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not pred():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def test_status_links_battery_loss_and_reconnect_seen_by_the_therapist(sensors, mosquitto, mqtt_sub):
+    """alice's sensor: 5 % loss on air, battery at 57 %, the link drops once. Her therapist (pt) sees it in the
+    retained status: battery, loss (session and recent) matching the sensor's own truth, connected=false during
+    the drop, then reconnects=1. Another therapist (pt2) gets nothing."""
+    import time
+
+    from runform.firmware_bridge.ble import SensorSpec
+    from runform.firmware_bridge.virtual import SensorBehavior
+
+    from .conftest import ScriptedStepDetector
+    window_s = 3.0
+    vs = await sensors("sacrum", sampling_rate_hz=500, behavior=SensorBehavior(
+        connection_interval_ms=15.0, loss_pct=5.0, battery_start_pct=57.0, disconnect_at_s=(2.0,), seed=21))
+    spec = SensorSpec(site="sacrum", address=vs.address_, runner="alice", sampling_rate_hz=500)
+    topic = m.status_topic("alice")
+    t_start = time.time()
+    pt = await asyncio.to_thread(lambda: mqtt_sub(mosquitto.port, "pt", topics=[topic]).start())
+    pt2 = await asyncio.to_thread(lambda: mqtt_sub(mosquitto.port, "pt2", topics=[topic]).start())
+    hub = BleHub([spec], adapter="hci0", **{**FAST, "backoff_initial_s": 2.0})  # an outage of ~2 s (50 packets)
+    cfg = RunnerConfig("alice", mqtt=m.MqttSettings(port=mosquitto.port, username="edge", password=PASSWORD),
+                       access=SPEC, link_recent_window_s=window_s)
+    edge = Edge([hub.sources["alice"]], {"alice": cfg}, detector_factory=ScriptedStepDetector)
+    task = asyncio.create_task(edge.run())
+
+    def statuses():  # this run's (not an earlier test's retained one), each validated against the contract
+        out = [m.decode_json(x.payload, m.SCHEMA_STATUS) for x in pt.on("alice/status")]
+        return [d for d in out if d["time_unix_s"] >= t_start]
+
+    def link_history():
+        return [(d, d["links"][0]) for d in statuses() if d.get("links")]
+
+    def reconnected():  # connected, then lost (connected=false), then connected again with reconnects=1
+        h = [ln for _, ln in link_history()]
+        up = next((i for i, ln in enumerate(h) if ln["connected"]), None)
+        down = next((i for i, ln in enumerate(h) if up is not None and i > up and not ln["connected"]), None)
+        return down is not None and any(ln["connected"] and ln["reconnects"] == 1 for ln in h[down + 1:])
+
+    try:
+        assert await _until(reconnected, 40.0), [ln for _, ln in link_history()]
+        t_back = next(d["time_unix_s"] for d, ln in link_history() if ln["connected"] and ln["reconnects"] == 1)
+        # a status whose recent window lies entirely after the reconnection (window + one sampling period)
+        assert await _until(lambda: any(d["time_unix_s"] > t_back + window_s + 2.0 for d in statuses()), 30.0)
+    finally:
+        edge.stop()
+        await task
+    assert await _until(lambda: any(d["state"] == "offline" for d in statuses()), 10.0)  # the edge's last word
+    late = next(ln for d, ln in link_history() if d["time_unix_s"] > t_back + window_s + 2.0)
+    final = next(ln for d, ln in link_history() if d["state"] == "offline")
+    ble = hub.stats()["alice.sacrum"]
+
+    h = [ln for _, ln in link_history()]
+    down = [ln for ln in h if not ln["connected"] and ln["packets_received"] > 0]
+    assert down and down[0]["reconnects"] == 0  # the drop was published before the reconnection
+    assert all(ln["sensor_id"] == "alice.sacrum" and ln["site"] == "sacrum" for ln in h)
+    assert late["kind"] == "runform_v1" and late["connected"] and late["arrival_stamped"] is False
+    assert late["battery_pct"] == vs.battery_pct() == 57
+    assert late["rssi_dbm"] is not None and late["rssi_dbm"] < 0
+    assert abs(late["sampling_rate_hz_measured"] - 500) < 10 and late["clock_drift_ppm"] is not None
+    # the whole session, against the sensor's own truth: every packet it made up to the last one the edge saw
+    # was either received or lost (on air, or unsent while the link was down)
+    assert final["connected"] is False and final["reconnects"] == 1
+    assert (final["packets_received"], final["packets_lost"]) == (ble["packets_received"], ble["packets_lost"])
+    span = final["packets_received"] + final["packets_lost"]
+    truth_lost = sum(1 for s in vs.engine_.lost_seqs_ if s < span)
+    assert final["packets_lost"] == truth_lost > vs.engine_.packets_unsent_ > 10
+    assert final["loss_pct"] == pytest.approx(100 * truth_lost / span, abs=1e-3)
+    # the recent loss no longer contains the outage, the session loss does
+    assert late["loss_recent_pct"] is not None and late["loss_recent_pct"] < late["loss_pct"]
+    assert late["loss_recent_pct"] < 20.0
+    assert pt2.on("alice/status") == []  # pt2 is bob's therapist: the broker's ACL gives him nothing of alice

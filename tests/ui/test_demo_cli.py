@@ -28,7 +28,9 @@ def test_demo_headless_runs_and_data_flows(tmp_path):
     for page in ("therapist", "runner", "lab"):
         assert re.search(rf"http://127\.0\.0\.1:\d+/dashboards/{page}/", out), out
     from runform.firmware_bridge.virtual import emulator_missing_reason
-    if emulator_missing_reason() is None:
+    from runform.server._cmd_demo import DEFAULT_RUNNERS
+    ble = emulator_missing_reason() is None
+    if ble:
         assert "virtual BLE sensors" in out
     else:
         assert "using the simulator" in out
@@ -36,4 +38,20 @@ def test_demo_headless_runs_and_data_flows(tmp_path):
     assert set(summary) == {"maya", "leo"}
     for name, s in summary.items():
         assert s["steps_stored"] > 0 and s["steps_stored"] == s["steps_detected"], (name, s)
+    # the sensor links as the retained status carried them (the edge's BleHub: one bridge for both runners)
+    for r in DEFAULT_RUNNERS:
+        links = {ln["sensor_id"]: ln for ln in summary[r.name]["links"]}
+        assert all(ln["packets_received"] > 0 for ln in links.values()), links
+        if not ble:
+            assert [ln["kind"] for ln in links.values()] == ["sim"] and all(
+                ln["battery_pct"] is None and ln["packets_lost"] == 0 for ln in links.values()), links
+            continue
+        main = links[f"{r.name}.{r.site}"]
+        assert main["kind"] == "runform_v1" and main["battery_pct"] == int(r.battery_pct), main
+        rx, lost = main["packets_received"], main["packets_lost"]
+        assert main["loss_pct"] == round(100 * lost / (rx + lost), 3)
+        if r.loss_pct >= 1.0:  # enough loss to see in 20 s (about 500 packets)
+            assert 0 < main["loss_pct"] < 4 * r.loss_pct, main
+        if r.pod_site:  # the foot pod's MetricsBlocks reach the edge through the hub (the old demux dropped them)
+            assert links[f"{r.name}.{r.pod_site}"]["kind"] == "rsc", links
     assert (tmp_path / "demo" / "sessions.db").exists()
