@@ -300,3 +300,159 @@ def limb_kernel(params, norm_g, jerk_gpms, tc_sig, maxabs_g, state):
         st[_LS_PREV_TC] = tc_sig[i]
     st[_LS_N] += n
     return st, events[:ne].copy()
+
+
+# ------------------------------------------------- sacrum / hip, walking
+# Initial contact in walking (no flight phase, so the running kernel above finds nothing): the steepest
+# rise of the trunk's vertical acceleration at loading response, i.e. the maximum of its Gaussian-
+# derivative (McCamley et al. 2012's Gaussian-CWT idea as a linear-phase FIR, see _filters), picked
+# by a confirmed-peak search with an adaptive level and refractory time.
+# params
+(WP_DELAY_N, WP_CONFIRM_N, WP_MIN_STEP_N, WP_MAX_STEP_N, WP_REFRACT_FRAC, WP_THR_MIN, WP_THR_FRAC, WP_EMA,
+ WP_DECAY, WP_FLIGHT_N) = range(10)
+WALK_PARAMS_SIZE = 10
+# state
+(_WS_N, _WS_BEST, _WS_BEST_I, _WS_LEFT, _WS_RIGHT, _WS_PREV_D, _WS_LAST_IC, _WS_LEVEL, _WS_STEP_EMA,
+ _WS_LAST_FLIGHT, _WS_SUPPRESSED, _WS_REJECTED) = range(12)
+WALK_STATE_SIZE = 12
+
+
+def walk_init() -> np.ndarray:
+    st = np.zeros(WALK_STATE_SIZE)
+    st[_WS_BEST] = -np.inf
+    st[_WS_BEST_I] = -1.0
+    st[_WS_LEFT] = np.nan
+    st[_WS_RIGHT] = np.nan
+    st[_WS_PREV_D] = np.nan
+    st[_WS_LAST_IC] = -1e18
+    st[_WS_STEP_EMA] = np.nan
+    st[_WS_LAST_FLIGHT] = -1e18
+    return st
+
+
+@jit
+def walk_kernel(params, d_gps, flight, state):
+    """Walking initial contacts from ``d_gps``, the Gaussian-derivative of the vertical acceleration (g/s).
+
+    ``d_gps[i]`` belongs to stream index ``idx - delay`` (the FIR's linear-phase delay); ``flight[i]``
+    (1.0 / 0.0) says whether the running kernel's vertical signal is below its toe-off threshold at
+    ``idx`` (≈ 0 g: the runner is airborne).
+
+    1. a candidate is the largest ``d`` since the refractory time after the last IC ended;
+    2. it is confirmed once it has stayed the largest for ``confirm`` samples and exceeds
+       max(thr_min, thr_frac × the recent IC level); a smaller peak is dropped (counted);
+    3. if a flight phase lies within ``flight_n`` samples before the emission, the runner is running:
+       the running kernel owns that step, the candidate is suppressed (counted) and the level is reset;
+    4. the refractory time is max(min_step, refract_frac × the recent step time).
+    Emitted rows carry IC only (TC and the running features NaN).
+    """
+    st = state.copy()
+    n = d_gps.shape[0]
+    events = np.empty((n // 16 + 2, EV_N))
+    ne = 0
+    delay = params[WP_DELAY_N]
+    a = params[WP_EMA]
+    for i in range(n):
+        idx = st[_WS_N] + i
+        c = idx - delay  # the stream index the derivative value belongs to
+        x = d_gps[i]
+        if flight[i] > 0.5:
+            st[_WS_LAST_FLIGHT] = idx
+        # no IC for a long time: the learnt level fades (a slower, softer gait)
+        if c - st[_WS_LAST_IC] > params[WP_MAX_STEP_N]:
+            st[_WS_LEVEL] *= params[WP_DECAY]
+        refract = params[WP_MIN_STEP_N]
+        s_ema = st[_WS_STEP_EMA]
+        if s_ema == s_ema and params[WP_REFRACT_FRAC] * s_ema > refract:
+            refract = params[WP_REFRACT_FRAC] * s_ema
+        if c >= st[_WS_LAST_IC] + refract:
+            if st[_WS_BEST_I] >= 0.0 and c == st[_WS_BEST_I] + 1.0:
+                st[_WS_RIGHT] = x
+            if x > st[_WS_BEST]:
+                st[_WS_BEST] = x
+                st[_WS_BEST_I] = c
+                st[_WS_LEFT] = st[_WS_PREV_D]
+                st[_WS_RIGHT] = np.nan
+            if st[_WS_BEST_I] >= 0.0 and c - st[_WS_BEST_I] >= params[WP_CONFIRM_N]:
+                thr = params[WP_THR_MIN]
+                if params[WP_THR_FRAC] * st[_WS_LEVEL] > thr:
+                    thr = params[WP_THR_FRAC] * st[_WS_LEVEL]
+                best_i = st[_WS_BEST_I]
+                if st[_WS_BEST] >= thr:
+                    if idx - st[_WS_LAST_FLIGHT] <= params[WP_FLIGHT_N]:
+                        st[_WS_SUPPRESSED] += 1.0
+                        st[_WS_LEVEL] = 0.0
+                        st[_WS_STEP_EMA] = np.nan
+                    else:
+                        if st[_WS_LEVEL] == 0.0:
+                            st[_WS_LEVEL] = st[_WS_BEST]
+                        else:
+                            st[_WS_LEVEL] += a * (st[_WS_BEST] - st[_WS_LEVEL])
+                        step = best_i - st[_WS_LAST_IC]
+                        if params[WP_MIN_STEP_N] <= step <= params[WP_MAX_STEP_N]:
+                            if s_ema != s_ema:
+                                st[_WS_STEP_EMA] = step
+                            else:
+                                st[_WS_STEP_EMA] += a * (step - s_ema)
+                        if ne == events.shape[0]:
+                            grown = np.empty((2 * ne, EV_N))
+                            grown[:ne] = events[:ne]
+                            events = grown
+                        events[ne, EV_IC] = best_i + _parabolic(st[_WS_LEFT], st[_WS_BEST], st[_WS_RIGHT])
+                        events[ne, EV_TC] = np.nan
+                        events[ne, EV_PEAK_V] = np.nan
+                        events[ne, EV_PEAK_NORM] = np.nan
+                        events[ne, EV_ML_MEAN] = np.nan
+                        events[ne, EV_SLOPE] = np.nan
+                        events[ne, EV_CLIPPED] = 0.0
+                        events[ne, EV_EMITTED] = idx
+                        ne += 1
+                    st[_WS_LAST_IC] = best_i
+                else:
+                    st[_WS_REJECTED] += 1.0
+                st[_WS_BEST] = -np.inf
+                st[_WS_BEST_I] = -1.0
+                st[_WS_LEFT] = np.nan
+                st[_WS_RIGHT] = np.nan
+        st[_WS_PREV_D] = x
+    st[_WS_N] += n
+    return st, events[:ne].copy()
+
+
+@jit
+def merge_walk_run_kernel(run_ev, walk_ev, min_gap_n, state):
+    """Merge running and walking event rows in emission order; one IC is never reported twice.
+
+    ``state`` = [last emitted IC index, its kind (1 walking / 2 running / 0 none), dropped count].
+    A row of the other kind whose IC lies within ``min_gap_n`` samples after (or before) the last
+    emitted IC is the same contact seen by both detectors at the walk/run handover: it is dropped
+    (counted). Rows of one kind are never compared with each other, so running alone is unchanged.
+    Returns (events, walking flags 1.0/0.0, state).
+    """
+    st = state.copy()
+    nr = run_ev.shape[0]
+    nw = walk_ev.shape[0]
+    out = np.empty((nr + nw, EV_N))
+    walking = np.empty(nr + nw)
+    no = 0
+    ir = 0
+    iw = 0
+    while ir < nr or iw < nw:
+        take_run = iw >= nw or (ir < nr and run_ev[ir, EV_EMITTED] <= walk_ev[iw, EV_EMITTED])
+        if take_run:
+            row = run_ev[ir]
+            kind = 2.0
+            ir += 1
+        else:
+            row = walk_ev[iw]
+            kind = 1.0
+            iw += 1
+        if st[1] != 0.0 and kind != st[1] and row[EV_IC] < st[0] + min_gap_n:
+            st[2] += 1.0
+            continue
+        out[no] = row
+        walking[no] = 1.0 if kind == 1.0 else 0.0
+        no += 1
+        st[0] = row[EV_IC]
+        st[1] = kind
+    return out[:no].copy(), walking[:no].copy(), st

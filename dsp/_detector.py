@@ -23,7 +23,8 @@ from ._events import (
     G0,
     empty_steps,
 )
-from ._filters import butter_lowpass_sos, sos_steady_state, sosfilt_kernel
+from ._filters import (butter_lowpass_sos, fir_kernel, fir_state, gaussian_derivative_taps, sos_steady_state,
+                       sosfilt_kernel)
 from ._motion import jerk_kernel, motion_kernel, row_norm_kernel
 from ._orientation import body_frame_kernel, orientation_init, orientation_kernel
 from ._params import LimbParams, SacrumParams, params_for
@@ -141,6 +142,22 @@ class GaitEventDetector:
             self.look_ahead_ms = p.max_gct_ms + 1000.0 / fs
             self._sos_ml = butter_lowpass_sos(min(p.lowpass_hz, nyq), fs)
             self._sos_vf = butter_lowpass_sos(min(p.vgrf_lowpass_hz, nyq), fs)
+            if p.walking_ics:
+                self._walk_taps = gaussian_derivative_taps(p.walk_sigma_ms / 1000.0, fs)
+                delay_n = (self._walk_taps.shape[0] - 1) // 2
+                self._wparams = np.array(
+                    [delay_n, p.walk_confirm_ms * fs / 1000, p.walk_min_step_ms * fs / 1000,
+                     p.walk_max_step_ms * fs / 1000, p.walk_refractory_frac, p.walk_threshold_min_gps,
+                     p.walk_threshold_frac, p.walk_ema, 0.5 ** (1.0 / (p.walk_level_half_life_s * fs)),
+                     p.walk_flight_window_ms * fs / 1000]
+                )
+                self._wstate = K.walk_init()
+                self._mstate = np.zeros(3)  # walk/run merge: last IC, its kind, dropped duplicates
+                self._fir_hist = None
+                #: walking: longest delay between an IC and its step (FIR delay + confirmation + the
+                #: half-sample parabolic refinement)
+                self.walk_look_ahead_ms = (delay_n + math.ceil(p.walk_confirm_ms * fs / 1000) + 0.5) * 1000.0 / fs
+                self.look_ahead_ms = max(self.look_ahead_ms, self.walk_look_ahead_ms)
         else:
             self._sos = butter_lowpass_sos(min(p.tc_lowpass_hz, nyq), fs)
             self._kparams = np.array(
@@ -250,6 +267,16 @@ class GaitEventDetector:
             vf_lp, self._zi_vf = sosfilt_kernel(self._sos_vf, v, self._zi_vf)
             ml_lp, self._zi_ml = sosfilt_kernel(self._sos_ml, ml, self._zi_ml)
             self._kstate, ev = K.sacrum_kernel(self._kparams, v_lp, vf_lp, ml_lp, norm, maxabs, self._kstate)
+            walking = None
+            if self.params.walking_ics:
+                if self._fir_hist is None:
+                    self._fir_hist = fir_state(self._walk_taps, v[0])
+                d_gps, self._fir_hist = fir_kernel(self._walk_taps, np.ascontiguousarray(v), self._fir_hist)
+                flight = (v_lp < self.params.tc_threshold_g).astype(np.float64)
+                self._wstate, wev = K.walk_kernel(self._wparams, d_gps, flight, self._wstate)
+                if ev.shape[0] or wev.shape[0]:
+                    ev, walking, self._mstate = K.merge_walk_run_kernel(
+                        ev, wev, self._wparams[K.WP_MIN_STEP_N], self._mstate)
         else:
             if self._zi is None:
                 self._zi = sos_steady_state(self._sos, ap[0])
@@ -266,8 +293,9 @@ class GaitEventDetector:
                 tc_sig = ap_lp
                 kp = self._kparams
             self._kstate, ev = K.limb_kernel(kp, norm, jerk, tc_sig, maxabs, self._kstate)
+            walking = None
         self.n_samples_ += n
-        steps = self._to_steps(ev)
+        steps = self._to_steps(ev, walking)
         self._update_activity(float(t[-1]))
         return steps
 
@@ -278,17 +306,22 @@ class GaitEventDetector:
         jerk, self._last_acc = jerk_kernel(acc, self._last_acc, self.sampling_rate_hz / (G0 * 1000.0))
         return jerk
 
-    def _to_steps(self, ev: np.ndarray) -> np.ndarray:
+    def _to_steps(self, ev: np.ndarray, walking: np.ndarray | None = None) -> np.ndarray:
         m = ev.shape[0]
         if m == 0:
             return np.empty(0, dtype=STEP_DTYPE)
         steps = empty_steps(m)
         p = self.params
         fs = self.sampling_rate_hz
-        ic_s = self._time_at(ev[:, K.EV_IC]) - p.ic_bias_ms / 1000.0
+        if walking is None:
+            walking = np.zeros(m)
+            ic_bias_ms = p.ic_bias_ms
+        else:  # sacrum: walking ICs have their own offset (a different feature)
+            ic_bias_ms = np.where(walking > 0.5, p.walk_ic_bias_ms, p.ic_bias_ms)
+        ic_s = self._time_at(ev[:, K.EV_IC]) - ic_bias_ms / 1000.0
         tc_bias_ms = p.gyro_tc_bias_ms if (self.use_gyro and not isinstance(p, SacrumParams)) else p.tc_bias_ms
         tc_s = self._time_at(ev[:, K.EV_TC]) - tc_bias_ms / 1000.0
-        steps["ic_index"] = ev[:, K.EV_IC] - p.ic_bias_ms * fs / 1000.0
+        steps["ic_index"] = ev[:, K.EV_IC] - ic_bias_ms * fs / 1000.0
         steps["tc_index"] = ev[:, K.EV_TC] - tc_bias_ms * fs / 1000.0
         steps["ic_s"] = ic_s
         steps["tc_s"] = tc_s
@@ -301,7 +334,7 @@ class GaitEventDetector:
         if sacrum:
             steps["peak_vgrf_bw"] = p.vgrf_scale * ev[:, K.EV_PEAK_V]
         flight, step_ms, cad, cad_s, duty, side, activity, self._sstate = step_metrics_kernel(
-            ic_s, tc_s, np.ascontiguousarray(ev[:, K.EV_ML_MEAN]), sacrum, self.fixed_side, self._sstate)
+            ic_s, tc_s, np.ascontiguousarray(ev[:, K.EV_ML_MEAN]), sacrum, self.fixed_side, walking, self._sstate)
         steps["flight_ms"] = flight
         steps["step_time_ms"] = step_ms
         steps["cadence_spm"] = cad

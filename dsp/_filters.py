@@ -72,3 +72,52 @@ def sosfilt_kernel(sos, x, zi):
             v = out
         y[i] = v
     return y, z
+
+
+def gaussian_derivative_taps(sigma_s: float, sampling_rate_hz: float) -> np.ndarray:
+    """FIR taps of the first derivative of a Gaussian (σ = ``sigma_s``), truncated at ±3σ.
+
+    Applied by :func:`fir_kernel`, the output is the slope of the Gaussian-smoothed
+    input in input units per second, delayed by ``(len(taps) - 1) / 2`` samples
+    (linear phase: the same delay at every frequency). Scaled so that a ramp of
+    slope 1 per second gives exactly 1.
+    """
+    if not (sigma_s > 0.0 and sampling_rate_hz > 0.0):
+        raise ValueError(f"sigma_s and sampling_rate_hz must be positive, got {sigma_s}, {sampling_rate_hz}")
+    half = max(1, int(np.ceil(3.0 * sigma_s * sampling_rate_hz)))
+    k = np.arange(-half, half + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (k / (sigma_s * sampling_rate_hz)) ** 2)
+    d = -k * g  # taps[j] multiplies x[i - j]: x[i - j] lies k = j - half samples *before* the centre
+    d = d[::-1]  # so taps[0] (newest sample) carries the +k side
+    # normalise: sum_j taps[j] * (i - j) / fs over a unit ramp = 1 per second
+    ramp = -(np.arange(2 * half + 1, dtype=np.float64)) / sampling_rate_hz
+    return d / np.dot(d, ramp)
+
+
+def fir_state(taps: np.ndarray, x0: float) -> np.ndarray:
+    """History for :func:`fir_kernel` of a signal that has been constant at ``x0`` forever."""
+    return np.full(taps.shape[0] - 1, float(x0))
+
+
+@jit
+def fir_kernel(taps, x, hist):
+    """Causal FIR ``y[i] = sum_j taps[j] * x[i - j]``; ``hist`` holds the previous ``len(taps) - 1``
+    inputs, newest first. Returns ``(y, new_hist)``; ``hist`` is not modified."""
+    m = taps.shape[0]
+    n = x.shape[0]
+    h = m - 1
+    buf = np.empty(h + n)  # oldest ... newest
+    for j in range(h):
+        buf[j] = hist[h - 1 - j]
+    for i in range(n):
+        buf[h + i] = x[i]
+    y = np.empty(n)
+    for i in range(n):
+        acc = 0.0
+        for j in range(m):
+            acc += taps[j] * buf[h + i - j]
+        y[i] = acc
+    out = np.empty(h)
+    for j in range(h):
+        out[j] = buf[h + n - 1 - j]
+    return y, out

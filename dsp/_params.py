@@ -31,6 +31,19 @@ class SacrumParams:
     tc_bias_ms: float = 0.0
     vgrf_lowpass_hz: float = 20.0  # smoothing of the vertical signal used for peak vGRF
     vgrf_scale: float = 1.0  # peak vGRF (BW) = scale × peak vertical proper acc (g)
+    # walking (no flight phase): IC = steepest rise of the vertical acceleration (see docs/accuracy.md)
+    walking_ics: bool = True  # emit walking steps (IC only); False = running steps only, as before
+    walk_sigma_ms: float = 40.0  # σ of the Gaussian-derivative FIR (delay 3σ)
+    walk_confirm_ms: float = 150.0  # a candidate must stay the largest slope this long
+    walk_min_step_ms: float = 300.0  # refractory floor (200 spm)
+    walk_max_step_ms: float = 1500.0  # longer intervals are pauses, not steps
+    walk_refractory_frac: float = 0.5  # ... refractory = this fraction of the recent step time
+    walk_threshold_min_gps: float = 1.0  # slope (g/s) a walking IC must reach at least ...
+    walk_threshold_frac: float = 0.4  # ... and this fraction of the recent IC slopes
+    walk_ema: float = 0.3  # smoothing of the IC slope level and the step time
+    walk_level_half_life_s: float = 1.0  # learnt slope level fades this fast once ICs stop
+    walk_flight_window_ms: float = 1000.0  # a flight phase this recently = running: walking IC suppressed
+    walk_ic_bias_ms: float = -15.8  # calibrated on the mobgap lower-back walking folder (in-sample)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ import numpy as np
 from ._numba_config import jit
 
 # state layout
-(ST_PREV_IC, ST_PREV_TC, ST_CAD_SMOOTH, ST_STEP_TYP, ST_PARITY, ST_VOTE, ST_LAST_STEP, ST_ACTIVITY) = range(8)
-STEP_STATE_SIZE = 8
+(ST_PREV_IC, ST_PREV_TC, ST_CAD_SMOOTH, ST_STEP_TYP, ST_PARITY, ST_VOTE, ST_LAST_STEP, ST_ACTIVITY,
+ ST_ODD) = range(9)
+STEP_STATE_SIZE = 9
 
 CADENCE_SMOOTHING = 0.25  # EMA weight of the newest step in cadence_smoothed_spm
 GAP_FACTOR = 1.6  # a step interval this many times the typical one hides a missed contact
@@ -23,18 +24,21 @@ def step_state_init() -> np.ndarray:
     st[ST_PARITY] = 0.0
     st[ST_VOTE] = 0.0
     st[ST_ACTIVITY] = -1.0
+    st[ST_ODD] = 0.0
     return st
 
 
 @jit
-def step_metrics_kernel(ic_s, tc_s, ml_mean_g, sacrum, fixed_side, state):
+def step_metrics_kernel(ic_s, tc_s, ml_mean_g, sacrum, fixed_side, walking, state):
     """Returns (flight_ms, step_time_ms, cadence_spm, cadence_smoothed_spm, duty_factor, side, activity), state.
 
     - sacrum: step time = IC - previous IC (either foot); flight = IC - previous TC;
       side from the sign of the mean medio-lateral acceleration in stance (left
       stance pushes the trunk to the right, + = left), with an alternation vote
-      so one noisy step cannot break L/R/L/R; every sacral step is running
-      (it needed a flight phase);
+      so one noisy step cannot break L/R/L/R; a sacral step is running (it needed
+      a flight phase) unless ``walking[k]`` (1.0) marks it as a walking IC: then
+      side unknown (the vote restarts), no flight, and the typical step time
+      restarts when the activity changes (walking steps are longer than running ones);
     - foot/shank (one leg seen): stride = IC - previous IC, step time = stride/2,
       flight = step time - GCT (symmetric gait assumed); running at >= 140 spm;
     - an interval beyond 2 s or 1.6x the typical one (a pause, a missed contact)
@@ -53,10 +57,20 @@ def step_metrics_kernel(ic_s, tc_s, ml_mean_g, sacrum, fixed_side, state):
         ic = ic_s[k]
         tc = tc_s[k]
         gct = (tc - ic) * 1000.0
-        if sacrum:
+        walk = sacrum and walking[k] > 0.5
+        if walk:
+            step_ms = (ic - st[ST_PREV_IC]) * 1000.0
+            stride_ms = 2.0 * step_ms
+            fl = np.nan
+            st[ST_VOTE] = 0.0
+            if st[ST_ACTIVITY] == 2.0:
+                st[ST_STEP_TYP] = np.nan
+        elif sacrum:
             step_ms = (ic - st[ST_PREV_IC]) * 1000.0
             stride_ms = 2.0 * step_ms
             fl = (ic - st[ST_PREV_TC]) * 1000.0
+            if st[ST_ACTIVITY] == 1.0:
+                st[ST_STEP_TYP] = np.nan
             # side: parity flips every step; the ML sign of each step votes for the parity
             st[ST_PARITY] = 1.0 - st[ST_PARITY]
             mlv = ml_mean_g[k]
@@ -80,13 +94,25 @@ def step_metrics_kernel(ic_s, tc_s, ml_mean_g, sacrum, fixed_side, state):
             fl = step_ms - gct
             side[k] = fixed_side
         typical = st[ST_STEP_TYP]
-        if not (0.0 < step_ms < 2000.0) or (typical == typical and step_ms > GAP_FACTOR * typical):
+        if walk and 0.0 < step_ms < 2000.0 and typical == typical and (
+                step_ms > GAP_FACTOR * typical or GAP_FACTOR * step_ms < typical):
+            # walking: a missed or an extra contact gives one odd interval; two odd ones in a row mean
+            # the pace changed (walking is far more variable than running): start the typical step again
+            st[ST_ODD] += 1.0
+            if st[ST_ODD] >= 2.0:
+                st[ST_STEP_TYP] = step_ms
+                st[ST_ODD] = 0.0
+            else:
+                step_ms = np.nan
+                stride_ms = np.nan
+        elif not (0.0 < step_ms < 2000.0) or (typical == typical and step_ms > GAP_FACTOR * typical):
             step_ms = np.nan
             stride_ms = np.nan
         elif typical != typical:
             st[ST_STEP_TYP] = step_ms
         else:
             st[ST_STEP_TYP] = typical + 0.2 * (step_ms - typical)
+            st[ST_ODD] = 0.0
         if not (0.0 <= fl < 1000.0) or step_ms != step_ms:
             fl = np.nan
         flight[k] = fl
@@ -100,7 +126,9 @@ def step_metrics_kernel(ic_s, tc_s, ml_mean_g, sacrum, fixed_side, state):
                 st[ST_CAD_SMOOTH] += CADENCE_SMOOTHING * (cad - st[ST_CAD_SMOOTH])
         cad_s_out[k] = st[ST_CAD_SMOOTH]
         duty[k] = gct / stride_ms if stride_ms == stride_ms else np.nan
-        if sacrum:
+        if walk:
+            activity[k] = 1
+        elif sacrum:
             activity[k] = 2
         elif cad == cad:
             activity[k] = 2 if cad >= RUN_CADENCE_SPM else 1

@@ -26,9 +26,14 @@ def warmup() -> float:
                 det.update(acc[:200], t[:200], None if g is None else g[:200])
                 det.update(acc[200:], t[200:], None if g is None else g[200:])
     # the per-step kernel only runs when a step completes: call it directly for both site kinds
+    from ._detect import EV_N, merge_walk_run_kernel
     from ._steps import step_metrics_kernel, step_state_init
 
     ic = np.array([1.0, 1.35, 1.7])
     for sacrum, side in ((True, -1), (False, 0)):
-        step_metrics_kernel(ic, ic + 0.25, np.array([-0.05, 0.05, -0.05]), sacrum, side, step_state_init())
+        step_metrics_kernel(ic, ic + 0.25, np.array([-0.05, 0.05, -0.05]), sacrum, side, np.array([0.0, 1.0, 0.0]),
+                            step_state_init())
+    # ... and so does the walk/run merge of a sacral sensor
+    rows = np.zeros((1, EV_N))
+    merge_walk_run_kernel(rows, rows + 1.0, 30.0, np.zeros(3))
     return time.perf_counter() - t0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runform.dsp import GaitEventDetector
+from runform.dsp import G0, GaitEventDetector
 from runform.firmware_bridge.files import load_csv
 
 TOLERANCE_MS = 60.0  # an IC within this of a reference IC is a match (stated in the report)
@@ -197,6 +197,142 @@ def evaluate_gaitmap_foot(root: Path) -> dict | None:
     return out
 
 
+WALK_TOLERANCE_MS = 150.0  # walking IC match window (a walking step lasts 450-800 ms; stated in the report)
+WALK_FOLDER = "walking_lowerback_mobgap_example"
+
+
+def load_walking_lowerback(root: Path) -> list[dict] | None:
+    """The mobgap example (Mobilise-D format, ``data.mat``): lower-back IMU (acc in g, 100 Hz) and INDIP
+    reference initial/final contacts, per walking bout ("MicroWB", seconds from the recording start).
+
+    Returns one dict per recording that has reference bouts, or None when the folder (or SciPy, needed to
+    read MATLAB files) is missing.
+    """
+    folder = root / WALK_FOLDER / "example_data" / "data" / "lab"
+    if not folder.is_dir():
+        return None
+    try:
+        from scipy.io import loadmat
+    except ImportError:  # SciPy is a test/validation dependency, not a runtime one
+        return None
+    out = []
+    for mat in sorted(folder.glob("*/*/data.mat")):
+        subject = f"{mat.parent.parent.name}/{mat.parent.name}"
+        tm = loadmat(mat, squeeze_me=True, struct_as_record=False)["data"].TimeMeasure1
+        for test in tm._fieldnames:
+            for trial in getattr(tm, test)._fieldnames:
+                rec = getattr(getattr(tm, test), trial)
+                su = rec.SU.LowerBack
+                wbs = rec.Standards.INDIP.MicroWB
+                wbs = list(wbs) if isinstance(wbs, np.ndarray) else [wbs]
+                bouts = [{"start_s": float(w.Start), "end_s": float(w.End),
+                          "ic_s": np.atleast_1d(np.asarray(w.InitialContact_Event, dtype=float))} for w in wbs]
+                if not bouts:
+                    continue
+                fs = float(su.Fs.Acc)
+                acc = np.asarray(su.Acc, dtype=float) * G0
+                out.append({"subject": subject, "test": test, "trial": trial, "fs": fs, "acc_ms2": acc,
+                            "time_s": np.arange(acc.shape[0]) / fs, "bouts": bouts})
+    return out
+
+
+def _walk_bout_errors(steps, bout, tol_ms=WALK_TOLERANCE_MS):
+    """Match detected ICs to one bout's reference ICs. NaN reference ICs (INDIP could not place them)
+    are left out; unmatched detections between the neighbours of such a gap are not counted as false."""
+    ic = bout["ic_s"]
+    tol = tol_ms / 1000.0
+    valid = np.isfinite(ic)
+    ref = ic[valid]
+    sel = steps[(steps["ic_s"] >= bout["start_s"] - tol) & (steps["ic_s"] <= bout["end_s"])]
+    pairs = match_steps(sel, ref, ref, tolerance_ms=tol_ms)
+    di = np.array([p[0] for p in pairs], dtype=int)
+    rj = np.array([p[1] for p in pairs], dtype=int)
+    unknown = np.zeros(sel.shape[0], dtype=bool)
+    for j in np.nonzero(~valid)[0]:
+        lo = ic[:j][np.isfinite(ic[:j])]
+        hi = ic[j + 1:][np.isfinite(ic[j + 1:])]
+        a = lo[-1] + tol if lo.size else -np.inf
+        b = hi[0] - tol if hi.size else np.inf
+        unknown |= (sel["ic_s"] > a) & (sel["ic_s"] < b)
+    matched = np.zeros(sel.shape[0], dtype=bool)
+    matched[di] = True
+    n_det = int(matched.sum() + (~matched & ~unknown).sum())
+    ic_err = (sel["ic_s"][di] - ref[rj]) * 1000
+    # step time of consecutive matched steps against the reference's consecutive ICs
+    order = np.argsort(rj)
+    di, rj = di[order], rj[order]
+    full_j = np.nonzero(valid)[0][rj]  # positions in the bout's IC list (with NaNs): consecutive = +1
+    ok = np.diff(full_j) == 1
+    step_err = (np.diff(sel["ic_s"][di]) - np.diff(ref[rj]))[ok] * 1000
+    # bout cadence from the median step time (walking bouts hold turns, shuffles and pauses): detected =
+    # the steps' own step_time_ms, reference = intervals of consecutive valid reference ICs
+    ref_steps = np.diff(ic)
+    ref_steps = ref_steps[np.isfinite(ref_steps) & (ref_steps > 0) & (ref_steps < 2.0)]
+    ref_cad = 60.0 / np.median(ref_steps) if ref_steps.size else math.nan
+    st_ms = sel["step_time_ms"][np.isfinite(sel["step_time_ms"])]
+    det_cad = 60000.0 / np.median(st_ms) if st_ms.size else math.nan
+    return {"n_ref": int(valid.sum()), "n_det": n_det, "n_matched": len(pairs), "ic_err_ms": ic_err,
+            "step_err_ms": step_err, "cadence_err_pct": 100.0 * (det_cad - ref_cad) / ref_cad,
+            "activity_walking": int((sel["activity"] == 1).sum()), "n_sel": int(sel.shape[0]),
+            "sides_known": int((sel["side"] >= 0).sum())}
+
+
+def _walk_aggregate(rows: list[dict], bias_shift_ms: float = 0.0) -> dict:
+    n_ref = sum(r["n_ref"] for r in rows)
+    n_det = sum(r["n_det"] for r in rows)
+    n_m = sum(r["n_matched"] for r in rows)
+    cad = np.array([r["cadence_err_pct"] for r in rows])
+    ic = np.concatenate([r["ic_err_ms"] for r in rows]) - bias_shift_ms if rows else np.empty(0)
+    return {
+        "bouts": len(rows), "n_ref": n_ref, "n_det": n_det, "n_matched": n_m,
+        "recall": n_m / n_ref if n_ref else math.nan, "precision": n_m / n_det if n_det else math.nan,
+        "f1": 2 * n_m / (n_ref + n_det) if n_ref + n_det else math.nan,
+        "ic": summarize(ic), "step_time": summarize(np.concatenate([r["step_err_ms"] for r in rows])),
+        "cadence_abs_err_pct_mean": float(np.nanmean(np.abs(cad))) if cad.size else math.nan,
+        "cadence_abs_err_pct_max": float(np.nanmax(np.abs(cad))) if cad.size else math.nan,
+        "within_60ms": float(np.mean(np.abs(ic) <= 60.0)) if ic.size else math.nan,
+        "activity_walking_frac": (sum(r["activity_walking"] for r in rows) / max(1, sum(r["n_sel"] for r in rows))),
+        "sides_known": sum(r["sides_known"] for r in rows),
+    }
+
+
+def evaluate_walking_lowerback(root: Path, params=None) -> dict | None:
+    """Sacral/lower-back WALKING: streaming detector (20-sample chunks, sensor mounted as worn, vertical
+    from gravity) against INDIP reference ICs of the mobgap example, per walking bout."""
+    recs = load_walking_lowerback(root)
+    if not recs:
+        return None
+    rows = []
+    for r in recs:
+        det = GaitEventDetector("lower_back", r["fs"], params=params)
+        n = r["time_s"].shape[0]
+        steps = np.concatenate([det.update(r["acc_ms2"][s:s + CHUNK], r["time_s"][s:s + CHUNK])
+                                for s in range(0, n, CHUNK)])
+        for b in r["bouts"]:
+            e = _walk_bout_errors(steps, b)
+            e.update(subject=r["subject"], test=r["test"], trial=r["trial"], bout=f"{b['start_s']:.1f}-{b['end_s']:.1f} s")
+            rows.append(e)
+    cohort = lambda r: "healthy adults (HA)" if r["subject"].startswith("HA") else "multiple sclerosis (MS)"
+    out = {"tolerance_ms": WALK_TOLERANCE_MS, "look_ahead_ms": det.walk_look_ahead_ms,
+           "all": _walk_aggregate(rows),
+           "by_subject": {s: _walk_aggregate([r for r in rows if r["subject"] == s])
+                          for s in sorted({r["subject"] for r in rows})},
+           "by_test": {t: _walk_aggregate([r for r in rows if r["test"] == t]) for t in sorted({r["test"] for r in rows})},
+           "by_cohort": {c: _walk_aggregate([r for r in rows if cohort(r) == c]) for c in sorted({cohort(r) for r in rows})},
+           "per_bout": [{k: (v if not isinstance(v, np.ndarray) else None) for k, v in r.items()
+                         if k not in ("ic_err_ms", "step_err_ms")} | {"ic_sd_ms": summarize(r["ic_err_ms"])["sd"]}
+                        for r in rows]}
+    # the IC offset is calibrated on this folder (the only lower-back walking data): leave one subject out
+    loo = {}
+    for s in sorted({r["subject"] for r in rows}):
+        train = np.concatenate([r["ic_err_ms"] for r in rows if r["subject"] != s])
+        test = [r for r in rows if r["subject"] == s]
+        shift = float(np.mean(train))
+        loo[f"{s} held out"] = _walk_aggregate(test, bias_shift_ms=shift) | {"ic_bias_shift_ms": shift}
+    out["leave_one_subject_out"] = loo
+    return out
+
+
 def _evaluate_steps(dataset, trial, condition, steps, ref, site, rec, fz_bw=None):
     """Match detected steps to reference contacts (IC, TC in columns of ``ref``) and collect the errors."""
     ref_ic, ref_tc = ref[:, 0], ref[:, 1]
@@ -270,6 +406,9 @@ def full_report(root: Path) -> dict:
     foot = evaluate_gaitmap_foot(root)
     if foot:
         report["foot"] = foot
+    walking = evaluate_walking_lowerback(root)
+    if walking:
+        report["sacrum_walking"] = walking
     report["targets"] = _targets(report)
     return report
 
@@ -428,6 +567,41 @@ def render_markdown(rep: dict) -> str:
         L += head_d + [_detection_row("accelerometer only", f["acc_only"]), _detection_row("with gyroscope", f["gyro"])]
         L += [""] + head_e + _event_rows("accelerometer only", f["acc_only"], ("ic", "tc")) + _event_rows(
             "with gyroscope", f["gyro"], ("ic", "tc")) + [""]
+    if "sacrum_walking" in rep:
+        w = rep["sacrum_walking"]
+        head_w = ["| group | bouts | ref ICs | detected | matched | recall % | precision % | F1 | IC within ±60 ms % | "
+                  "bout cadence err, mean abs % | max abs % |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+        def wrow(label, a):
+            return (f"| {label} | {a['bouts']} | {a['n_ref']} | {a['n_det']} | {a['n_matched']} | "
+                    f"{100 * a['recall']:.1f} | {100 * a['precision']:.1f} | {a['f1']:.2f} | "
+                    f"{100 * a['within_60ms']:.0f} | {_f(a['cadence_abs_err_pct_mean'], 1)} | "
+                    f"{_f(a['cadence_abs_err_pct_max'], 1)} |")
+        L += ["## Sacrum / lower back — WALKING, mobgap example data (100 Hz, INDIP reference, 3 participants)", "",
+              "Lower-back IMU as worn (vertical found from gravity, as live), INDIP reference initial contacts inside "
+              "its walking bouts (`MicroWB`); Test5 = straight walking, Test11 = simulated daily activities with "
+              "turns, stairs and pauses. Walking steps carry IC, step time and cadence only: final contact, GCT, "
+              "flight and side are not measured (NaN / unknown). A detected IC matches a reference IC within "
+              f"**±{w['tolerance_ms']:.0f} ms** (about a quarter of a walking step); detections outside the bouts "
+              "are not scored; reference ICs INDIP left empty (NaN) are left out, and detections in their gap are not "
+              "counted as false. Bout cadence = 60 / median step time, detected vs reference. Look-ahead "
+              f"{w['look_ahead_ms']:.0f} ms. The IC offset is calibrated on this folder (the only lower-back walking "
+              "data with references): in-sample; the leave-one-subject-out rows show how it transfers.", ""]
+        L += head_w + [wrow("all", w["all"])]
+        L += [wrow(k, v) for k, v in w["by_test"].items()]
+        L += [wrow(k, v) for k, v in w["by_cohort"].items()]
+        L += [wrow(k, v) for k, v in w["by_subject"].items()]
+        L += ["", head_e[0], head_e[1]]
+        for k, v in [("all", w["all"])] + list(w["by_test"].items()) + list(w["by_subject"].items()):
+            L += _event_rows(k, v, ("ic", "step_time"))
+        L += ["", "Leave-one-subject-out (IC offset re-estimated on the other participants):", "", head_e[0], head_e[1]]
+        for k, v in w["leave_one_subject_out"].items():
+            L += _event_rows(k, v, ("ic",))
+        L += ["", "Honest reading: usable for walking cadence (straight walking: bout cadence within a few %), "
+                  "moderate for step detection in daily-life walking (turns, shuffling, a participant with MS), and "
+                  "imprecise for IC timing (SD ≈ 50 ms: a smooth trunk signal, no impact). For comparison, mobgap's "
+                  "offline lower-back IC detectors reach F1 0.78–0.86 on this example data. Disable with "
+                  "`SacrumParams(walking_ics=False)`.", ""]
     L += ["## Literature and products (from ../shared/reference/accuracy_anchors.md)", "",
           "| site | source | reference | reported |", "|---|---|---|---|",
           "| foot, acc + gyro | Falbriard et al. 2018 | force plate, treadmill | IC 2 ± 1 ms, TO 4 ± 2 ms after offset calibration |",
@@ -435,7 +609,9 @@ def render_markdown(rep: dict) -> str:
           "| trunk / lower back | Bergamini et al. 2012 | force plate | GCT LoA within ±25 ms |",
           "| sacrum, overground | Kiernan et al. 2023 (REID) | force plates | best IC: bias ≈ −30 ms, LoA ≈ ±120 ms; L/R 81.9 % |",
           "| sacrum | Alcantara et al. 2022 (RNN) | force treadmill | peak vGRF ≈ 6 %; cadence ≈ 0.1 % |",
-          "| Stryd / RunScribe | foot pod | force plate | GCT ≈ −5 % / −2 % |", "",
+          "| Stryd / RunScribe | foot pod | force plate | GCT ≈ −5 % / −2 % |",
+          "| lower back, walking | mobgap (Mobilise-D), offline | INDIP, its example data | IC detection F1 0.78–0.86 |",
+          "",
           "## Calibrated parameters per site", "", "```json", json.dumps(rep["params"], indent=1), "```", "",
           "## Per trial", "", "| dataset | trial | condition | ref | det | matched | IC SD ms | GCT RMSE ms | cadence err % |",
           "|---|---|---|---|---|---|---|---|---|"]

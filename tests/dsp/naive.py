@@ -186,14 +186,26 @@ class LimbTwin:
         return np.array(self.events, dtype=float).reshape(-1, 8)
 
 
-def step_metrics(ic_s, tc_s, ml_mean_g, sacrum, fixed_side):
+def step_metrics(ic_s, tc_s, ml_mean_g, sacrum, fixed_side, walking=None):
     """Readable per-step loop: intervals, gaps, cadence smoothing, flight, duty factor, side vote, activity."""
     prev_ic = prev_tc = cad_smooth = typical = np.nan
     parity, vote = 0, 0.0
+    odd = 0
+    last_activity = -1
+    walking = np.zeros(len(ic_s)) if walking is None else walking
     rows = []
-    for ic, tc, ml in zip(ic_s, tc_s, ml_mean_g):
+    for ic, tc, ml, wk in zip(ic_s, tc_s, ml_mean_g, walking):
         gct = (tc - ic) * 1000
-        if sacrum:
+        walk = sacrum and wk > 0.5
+        if sacrum and last_activity != -1 and last_activity != (1 if walk else 2):
+            typical = np.nan  # the activity changed: the typical step starts again
+        if walk:
+            step = (ic - prev_ic) * 1000
+            stride = 2 * step
+            flight = np.nan
+            vote = 0.0
+            side = -1
+        elif sacrum:
             step = (ic - prev_ic) * 1000
             stride = 2 * step
             flight = (ic - prev_tc) * 1000
@@ -212,17 +224,95 @@ def step_metrics(ic_s, tc_s, ml_mean_g, sacrum, fixed_side):
             step = stride / 2
             flight = step - gct
             side = fixed_side
-        if not (0 < step < 2000) or (not np.isnan(typical) and step > 1.6 * typical):
+        if walk and 0 < step < 2000 and not np.isnan(typical) and (step > 1.6 * typical or 1.6 * step < typical):
+            odd += 1  # walking: two odd intervals in a row = a new pace
+            if odd >= 2:
+                typical, odd = step, 0
+            else:
+                step = stride = np.nan
+        elif not (0 < step < 2000) or (not np.isnan(typical) and step > 1.6 * typical):
             step = stride = np.nan
+        elif np.isnan(typical):
+            typical = step
         else:
-            typical = step if np.isnan(typical) else typical + 0.2 * (step - typical)
+            typical, odd = typical + 0.2 * (step - typical), 0
         if not (0 <= flight < 1000) or np.isnan(step):
             flight = np.nan
         cad = 60000 / step if not np.isnan(step) else np.nan
         if not np.isnan(cad):
             cad_smooth = cad if np.isnan(cad_smooth) else cad_smooth + 0.25 * (cad - cad_smooth)
         duty = gct / stride if not np.isnan(stride) else np.nan
-        activity = 2 if sacrum else (-1 if np.isnan(cad) else (2 if cad >= 140 else 1))
+        activity = (1 if walk else 2) if sacrum else (-1 if np.isnan(cad) else (2 if cad >= 140 else 1))
         rows.append((flight, step, cad, cad_smooth, duty, side, activity))
         prev_ic, prev_tc = ic, tc
+        if activity != -1:
+            last_activity = activity
     return [np.array(c) for c in zip(*rows)] if rows else [np.empty(0)] * 7
+
+
+def fir(taps, x, x0):
+    """Causal FIR with a history of constant ``x0``: plain convolution of the padded signal."""
+    m = len(taps)
+    padded = np.r_[np.full(m - 1, x0), np.asarray(x, float)]
+    return np.convolve(padded, taps, mode="valid")
+
+
+def walk_events(params, d, flight):
+    """Sacral walking ICs, written as a list of rules over whole arrays (see _detect.walk_kernel).
+
+    c = i - delay is the sample a derivative value belongs to. After each decision the search restarts
+    at max(decision sample + 1, last IC + refractory); the candidate is the first maximum of d from there,
+    decided once ``confirm`` samples have passed without a larger value.
+    """
+    delay, confirm, min_step, max_step, refr_frac, thr_min, thr_frac, ema, decay, flight_n = params
+    d = np.asarray(d, float)
+    n = len(d)
+    events = []
+    level, step_ema, last_ic, last_flight = 0.0, np.nan, -1e18, -1e18
+    start = 0
+    best, best_i = -np.inf, -1
+    for i in range(n):
+        c = i - delay
+        if flight[i] > 0.5:
+            last_flight = i
+        if c - last_ic > max_step:
+            level *= decay
+        refract = max(min_step, refr_frac * step_ema) if not np.isnan(step_ema) else min_step
+        if c < last_ic + refract or i < start:
+            continue
+        if d[i] > best:
+            best, best_i = d[i], i
+        if best_i >= 0 and i - best_i >= confirm:
+            bc = best_i - delay
+            if best >= max(thr_min, thr_frac * level):
+                if i - last_flight <= flight_n:
+                    level, step_ema = 0.0, np.nan
+                else:
+                    level = best if level == 0 else level + ema * (best - level)
+                    step = bc - last_ic
+                    if min_step <= step <= max_step:
+                        step_ema = step if np.isnan(step_ema) else step_ema + ema * (step - step_ema)
+                    left = d[best_i - 1] if best_i >= 1 else np.nan
+                    right = d[best_i + 1]
+                    events.append((bc + LimbTwin.vertex(left, best, right), np.nan, np.nan, np.nan, np.nan, np.nan,
+                                   0.0, i))
+                last_ic = bc
+            best, best_i = -np.inf, -1
+            start = i + 1
+    return np.array(events, dtype=float).reshape(-1, 8)
+
+
+def merge_walk_run(run_ev, walk_ev, min_gap_n):
+    """All rows in emission order (running first on ties); a row of the other kind within min_gap_n after
+    the last kept IC is the same contact: dropped."""
+    rows = [(r[7], 0, tuple(r), 0.0) for r in run_ev] + [(w[7], 1, tuple(w), 1.0) for w in walk_ev]
+    rows.sort(key=lambda r: (r[0], r[1]))
+    kept, flags = [], []
+    last_ic, last_kind = None, None
+    for _, kind, row, wflag in rows:
+        if last_kind is not None and kind != last_kind and row[0] < last_ic + min_gap_n:
+            continue
+        kept.append(row)
+        flags.append(wflag)
+        last_ic, last_kind = row[0], kind
+    return np.array(kept, dtype=float).reshape(-1, 8), np.array(flags)

@@ -40,6 +40,26 @@ def test_chunking_invariance_synthetic(site, gen, max_chunk):
     assert_same(whole, chunked)
 
 
+def sacral_walk_run(duration_s=20.0):
+    """Simulated sacral walking -> running -> walking (walking ICs, the handover and running stances)."""
+    from runform.firmware_bridge.simulator import RunnerProfile, Segment, simulate
+
+    d = duration_s / 4
+    rec = simulate(RunnerProfile(cadence_spm=168.0), sites=("sacrum",), sampling_rate_hz=500.0, seed=6,
+                   segments=[Segment("walk", d), Segment("run", d), Segment("walk", 2 * d)], orientation="random")
+    return rec.signals["sacrum"].time_s, rec.signals["sacrum"].acc_ms2, None
+
+
+@pytest.mark.parametrize("max_chunk", [1, 7, 64, 1000])
+def test_chunking_invariance_sacral_walking(max_chunk):
+    t, acc, _ = sacral_walk_run(duration_s=12.0 if max_chunk == 1 else 24.0)
+    rng = np.random.default_rng(max_chunk)
+    whole = run((("sacrum", 500.0), {}), acc, t, [])
+    chunked = run((("sacrum", 500.0), {}), acc, t, random_cuts(len(t), rng, max_chunk))
+    assert (whole["activity"] == 1).sum() > 5 and (whole["activity"] == 2).sum() > 5
+    assert_same(whole, chunked)
+
+
 @pytest.mark.parametrize("rel", ["sacrum_treadmill_alcantara2022/trial03.csv", "shank_treadmill_bach2022/trial07.csv"])
 def test_chunking_invariance_real(shared_data, rel):
     rec = load_csv(shared_data / rel)

@@ -126,3 +126,37 @@ def test_sample_rate_error_and_drift_are_absorbed_by_timestamps():
     err = match(steps["ic_s"], rec.events["ic_s"])
     assert err.size >= 0.98 * rec.events.size - 2
     assert abs(np.median(err)) < 0.015
+
+
+def test_sacrum_walking_steps_after_running(session):
+    """The walk after the run: one sacral sensor gives walking ICs, walking cadence, no invented GCT/flight,
+    and no contact is reported twice at the run -> walk handover."""
+    sig = session.signals["sacrum"]
+    steps, acts, det = stream("sacrum", sig)
+    truth = session.events[(session.events["ic_s"] > 46.5) & (session.events["ic_s"] < 64.5)]
+    walk = steps[(steps["ic_s"] > 46.5) & (steps["ic_s"] < 64.5)]
+    assert (walk["activity"] == ACTIVITY_WALKING).all()
+    err = match(walk["ic_s"], truth["ic_s"], tol_s=0.15)
+    assert err.size >= 0.9 * truth.size
+    assert abs(np.median(err)) < 0.03
+    assert walk.size <= truth.size + 1  # at most one extra step
+    cad = np.nanmedian(walk["cadence_spm"])
+    assert cad == pytest.approx(np.median(truth["cadence_spm"]), rel=0.05)
+    for name in ("gct_ms", "flight_ms", "tc_s", "duty_factor", "peak_vgrf_bw"):
+        assert np.isnan(walk[name]).all(), name  # not measured in walking: NaN, never invented
+    assert (walk["side"] == -1).all()
+    # the emitted stream is strictly increasing in IC with no two contacts closer than a running step
+    assert (np.diff(steps["ic_s"]) > 0.25).all()
+    # look-ahead: each walking step is emitted within the stated delay after its (uncorrected) IC
+    fs = FS
+    delay_ms = (walk["emitted_index"] - (walk["ic_index"] + det.params.walk_ic_bias_ms * fs / 1000)) * 1000 / fs
+    assert (delay_ms <= det.walk_look_ahead_ms + 1e-6).all() and det.walk_look_ahead_ms <= 300.0
+
+
+def test_sacrum_walking_off_by_parameter(session):
+    from runform.dsp import params_for
+
+    sig = session.signals["sacrum"]
+    steps, _, _ = stream("sacrum", sig, params=params_for("sacrum", walking_ics=False))
+    assert (steps["activity"] == ACTIVITY_RUNNING).all()
+    assert not ((steps["ic_s"] > 47) & (steps["ic_s"] < 64)).any()

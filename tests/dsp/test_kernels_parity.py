@@ -95,19 +95,30 @@ def test_step_metrics_kernel_matches_twin(sacrum, fixed_side):
     n = 300
     step = 0.35 * (1 + 0.03 * rng.standard_normal(n))
     step[[50, 51, 200]] *= [2.0, 3.0, 8.0]  # a missed contact, a longer gap, a pause
+    # a walking interval (sacrum: walking ICs): longer, more variable steps, a missed and an extra contact
+    walking = np.zeros(n)
+    walking[100:170] = 1.0
+    step[100:170] = 0.55 * (1 + 0.08 * rng.standard_normal(70))
+    step[[120, 140, 141]] *= [2.0, 0.5, 0.45]
     ic = 10.0 + np.cumsum(step)
     tc = ic + 0.24 * (1 + 0.05 * rng.standard_normal(n))
     ml = 0.08 * np.where(np.arange(n) % 2 == 0, -1.0, 1.0) + 0.05 * rng.standard_normal(n)
     ml[[7, 8]] = np.nan
-    out = step_metrics_kernel(ic, tc, ml, sacrum, fixed_side, step_state_init())
-    ref = naive.step_metrics(ic, tc, ml, sacrum, fixed_side)
+    tc[walking > 0] = np.nan  # walking steps carry no toe-off
+    out = step_metrics_kernel(ic, tc, ml, sacrum, fixed_side, walking, step_state_init())
+    ref = naive.step_metrics(ic, tc, ml, sacrum, fixed_side, walking)
+    if sacrum:
+        w = walking > 0
+        assert (out[6][w] == 1).all() and (out[6][~w] == 2).all()  # activity
+        assert (out[5][w] == -1).all() and np.isnan(out[0][w]).all()  # no side, no flight while walking
+        assert np.isfinite(out[2][105:170]).mean() > 0.85  # walking cadence after the switch (typical restarted)
     for got, want in zip(out[:7], ref):
         np.testing.assert_allclose(got.astype(float), np.asarray(want, float), rtol=1e-12, atol=1e-12)
     # chunked: state carried between calls gives the same result
     st = step_state_init()
     parts = []
-    for a, b in ((0, 37), (37, 38), (38, 300)):
-        *res, st = step_metrics_kernel(ic[a:b], tc[a:b], ml[a:b], sacrum, fixed_side, st)
+    for a, b in ((0, 37), (37, 38), (38, 121), (121, 300)):
+        *res, st = step_metrics_kernel(ic[a:b], tc[a:b], ml[a:b], sacrum, fixed_side, walking[a:b], st)
         parts.append(res)
     for k in range(7):
         np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), out[k])
@@ -144,3 +155,72 @@ def test_jerk_and_row_norm_kernels_match_numpy():
     j2, _ = jerk_kernel(acc[123:], l1, 2.5)
     np.testing.assert_array_equal(np.r_[j1, j2], j)
     np.testing.assert_allclose(row_norm_kernel(acc), np.linalg.norm(acc, axis=1), rtol=1e-12)
+
+
+def _sim_sacrum(segments, seed=3, fs=200.0):
+    from runform.firmware_bridge.simulator import RunnerProfile, simulate
+
+    rec = simulate(RunnerProfile(cadence_spm=170.0), segments=segments, sites=("sacrum",), sampling_rate_hz=fs,
+                   seed=seed, orientation="random")
+    return rec.signals["sacrum"], fs
+
+
+def test_fir_kernel_matches_convolution_and_chunks():
+    from runform.dsp._filters import fir_kernel, fir_state, gaussian_derivative_taps
+
+    fs = 100.0
+    taps = gaussian_derivative_taps(0.04, fs)
+    assert taps.shape[0] == 2 * 12 + 1
+    t = np.arange(300) / fs
+    np.testing.assert_allclose(fir_kernel(taps, 0.5 * t, fir_state(taps, 0.0))[0][30:], 0.5, rtol=1e-12)  # ramp: slope
+    x = np.random.default_rng(2).standard_normal(500)
+    y, _ = fir_kernel(taps, x, fir_state(taps, x[0]))
+    np.testing.assert_allclose(y, naive.fir(taps, x, x[0]), rtol=1e-12, atol=1e-12)
+    h = fir_state(taps, x[0])
+    parts = []
+    for a, b in ((0, 1), (1, 7), (7, 300), (300, 500)):
+        yy, h = fir_kernel(taps, x[a:b], h)
+        parts.append(yy)
+    np.testing.assert_array_equal(np.concatenate(parts), y)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_walk_kernel_matches_twin(seed):
+    """Walking ICs (run -> walk -> stand in the simulator): the kernel against the rule-by-rule twin."""
+    from runform.dsp._filters import fir_kernel, fir_state
+    from runform.firmware_bridge.simulator import Segment
+
+    sig, fs = _sim_sacrum([Segment("walk", 12.0), Segment("run", 8.0), Segment("walk", 12.0), Segment("stand", 3.0)],
+                          seed=seed)
+    det = GaitEventDetector("sacrum", fs)
+    comps, _ = orientation_kernel(np.ascontiguousarray(sig.acc_ms2), det._alpha_g, det._alpha_c, orientation_init())
+    v = comps[:, 0].copy()
+    d, _ = fir_kernel(det._walk_taps, v, fir_state(det._walk_taps, v[0]))
+    v_lp, _ = sosfilt_kernel(det._sos, v, sos_steady_state(det._sos, v[0]))
+    flight = (v_lp < det.params.tc_threshold_g).astype(float)
+    st, ev = K.walk_kernel(det._wparams, d, flight, K.walk_init())
+    ref = naive.walk_events(det._wparams, d, flight)
+    assert ev.shape[0] > 25 and st[K._WS_SUPPRESSED] > 5  # walking found, running steps left to the running kernel
+    np.testing.assert_allclose(ev, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_merge_walk_run_kernel_matches_twin():
+    rng = np.random.default_rng(8)
+
+    def rows(ics, delay):
+        r = np.full((len(ics), K.EV_N), np.nan)
+        r[:, K.EV_IC] = ics
+        r[:, K.EV_EMITTED] = np.floor(ics) + delay
+        return r
+
+    run = rows(np.sort(rng.uniform(0, 5000, 40)), 80)
+    walk = rows(np.sort(rng.uniform(0, 5000, 40)), 29)
+    out, flags, st = K.merge_walk_run_kernel(run, walk, 60.0, np.zeros(3))
+    ref, ref_flags = naive.merge_walk_run(run, walk, 60.0)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(flags, ref_flags)
+    assert st[2] == 80 - out.shape[0] > 0  # duplicates were dropped and counted
+    # running rows alone pass through untouched
+    alone, f2, _ = K.merge_walk_run_kernel(run, walk[:0], 60.0, np.zeros(3))
+    np.testing.assert_array_equal(alone, run)
+    assert not f2.any()
