@@ -135,8 +135,10 @@ class DemoStack:
         for t in self.extra_therapists:
             users.add_user(t, "therapist", self.password)
         users.add_user("lab", "lab", self.password)
+        users.add_study("pilot", "Cadence retraining pilot (demo)")
         for n in names:
-            users.grant("lab", n)
+            users.enroll("pilot", n, 0.0)  # every session of the demo runners belongs to the study
+        users.grant_study("lab", "pilot")
         users.add_user("admin", "admin", self.password)
         for svc in (SERVER_MQTT_USER, EDGE_MQTT_USER):
             pw = secrets.token_urlsafe(18)
