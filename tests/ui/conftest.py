@@ -128,3 +128,97 @@ def login(page, url, user, password=None):
 def pytest_terminal_summary(terminalreporter):
     if RESULTS:
         terminalreporter.write_line("runform UI measurements: " + ", ".join(f"{k}={v}" for k, v in RESULTS.items()))
+
+
+# ------------------------------------------------------------------ helpers for the tests
+_TOKENS: dict = {}  # (server url, user) -> bearer token: logins are rate limited per IP (burst 10, 1 per 5 s)
+
+
+def api_as(stack, user, method, path, body=None):
+    """One API request with a bearer token of `user` (demo password, one login per user); returns (status, json)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from runform.server._cmd_demo import DEMO_PASSWORD
+
+    def req(m, p, b=None, token=None):
+        r = urllib.request.Request(stack.stack.url + "/api/v1" + p, method=m,
+                                   data=None if b is None else json.dumps(b).encode(),
+                                   headers={"Content-Type": "application/json",
+                                            **({"Authorization": f"Bearer {token}"} if token else {})})
+        try:
+            with urllib.request.urlopen(r, timeout=15) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+    key = (stack.stack.url, user)
+    if key not in _TOKENS:
+        st, login_ = req("POST", "/auth/login", {"username": user, "password": DEMO_PASSWORD, "mode": "bearer"})
+        assert st == 200, login_
+        _TOKENS[key] = login_["token"]
+    return req(method, path, body, _TOKENS[key])
+
+
+def publish_as_edge(stack, topic, obj):
+    """Publish one message through the real broker with the edge's MQTT credentials (what the edge would send)."""
+    import json
+
+    import paho.mqtt.client as mqtt
+
+    from runform.server._cmd_demo import EDGE_MQTT_USER
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rf-ui-test-{time.monotonic_ns()}",
+                    protocol=mqtt.MQTTv5)
+    c.username_pw_set(EDGE_MQTT_USER, stack.stack._service_pw[EDGE_MQTT_USER])
+    c.connect("127.0.0.1", stack.stack.mqtt_port_)
+    c.loop_start()
+    try:
+        info = c.publish(topic, json.dumps(obj).encode(), qos=1)
+        info.wait_for_publish(10)
+        assert info.is_published(), f"publish to {topic} not acknowledged"
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+class LiveProxy:
+    """Playwright between the page and the API WebSocket (/api/v1/live): forwards every frame; `hold = True`
+    stalls the server -> page direction (the frames are kept, as a stalled network would), `release()` delivers
+    them late, in order; `rewrite(frame) -> frame` edits server frames in flight."""
+
+    def __init__(self, page, rewrite=None):
+        import re
+        self.hold = False
+        self.held: list = []
+        self.rewrite = rewrite
+        self.connections = 0
+        page.route_web_socket(re.compile(r".*/api/v1/live.*"), self._route)
+
+    def _route(self, ws):
+        server = ws.connect_to_server()
+        self.connections += 1
+
+        def from_server(m):
+            if self.rewrite is not None:
+                m = self.rewrite(m)
+            if self.hold:
+                self.held.append((ws, m))
+            else:
+                ws.send(m)
+        server.on_message(from_server)
+        ws.on_message(lambda m: server.send(m))
+
+    def release(self):
+        self.hold = False
+        held, self.held = self.held, []
+        for ws, m in held:
+            ws.send(m)
+
+
+def wait_until(page, cond, timeout_s=20.0, what="condition"):
+    """Poll a Python-side condition while letting Playwright dispatch events (WebSocket route callbacks)."""
+    end = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        page.wait_for_timeout(50)

@@ -257,3 +257,69 @@ export class Ring {
   }
   last() { return this.n ? this.t[(this.i - 1 + this.cap) % this.cap] : NaN; }
 }
+
+// ------------------------------------------------------------------ optional routes
+// Which API routes this server has (from its OpenAPI document, public): pages use optional features (programs,
+// pain reports, studies) only when the route exists, without probing for 404s.
+let routesPromise = null;
+export function apiRoutes() {
+  if (!routesPromise) {
+    routesPromise = fetch(API + "/openapi.json", { credentials: "same-origin" })
+      .then((r) => (r.ok ? r.json() : { paths: {} }))
+      .then((doc) => {
+        const out = new Set();
+        for (const [path, ops] of Object.entries(doc.paths || {})) for (const m of Object.keys(ops)) out.add(`${m.toUpperCase()} ${path}`);
+        return out;
+      })
+      .catch(() => new Set());
+  }
+  return routesPromise;
+}
+
+export async function hasRoute(method, path) {
+  return (await apiRoutes()).has(`${method} ${API}${path}`);
+}
+
+// ------------------------------------------------------------------ sensor links (status.links)
+// Thresholds shown by the therapist page (docs/dashboards.md): recent packet loss good < 1 %, poor 1–5 %,
+// bad > 5 %; battery low <= 20 %, critical <= 10 %.
+export const LOSS_POOR_PCT = 1, LOSS_BAD_PCT = 5, BATTERY_LOW_PCT = 20, BATTERY_CRITICAL_PCT = 10;
+
+export function lossClass(pct) {
+  if (pct === null || pct === undefined || Number.isNaN(pct)) return "";
+  return pct > LOSS_BAD_PCT ? "bad" : pct >= LOSS_POOR_PCT ? "warn" : "ok";
+}
+
+export function batteryClass(pct) {
+  if (pct === null || pct === undefined) return "";
+  return pct <= BATTERY_CRITICAL_PCT ? "bad" : pct <= BATTERY_LOW_PCT ? "warn" : "";
+}
+
+// One summary of a runner's sensor links from its retained status: lowest battery (null when no link reports
+// one, e.g. simulated sources), worst recent loss, links not connected. Older edges without `links` report BLE
+// figures in `counters` (battery_pct, ble_loss_pct, ble_state).
+export function linkSummary(status) {
+  const out = { links: [], battery_pct: null, loss_pct: null, disconnected: [] };
+  if (!status) return out;
+  const links = Array.isArray(status.links) ? status.links : null;
+  if (links) {
+    out.links = links;
+    for (const l of links) {
+      if (l.battery_pct != null && (out.battery_pct === null || l.battery_pct < out.battery_pct)) out.battery_pct = l.battery_pct;
+      const loss = l.loss_recent_pct != null ? l.loss_recent_pct : l.loss_pct;
+      if (loss != null && (out.loss_pct === null || loss > out.loss_pct)) out.loss_pct = loss;
+      if (l.connected === false) out.disconnected.push(l.site || l.sensor_id);
+    }
+  } else {
+    const c = status.counters || {};
+    if (c.battery_pct != null) out.battery_pct = c.battery_pct;
+    if (c.ble_loss_pct != null) out.loss_pct = Number(c.ble_loss_pct);
+    if (["backoff", "failed", "stopped"].includes(c.ble_state)) out.disconnected.push("sensor");
+  }
+  return out;
+}
+
+export function clock(unixS) {
+  if (unixS === null || unixS === undefined || !isFinite(unixS)) return "–";
+  return new Date(unixS * 1000).toLocaleTimeString();
+}

@@ -1,6 +1,6 @@
 // Runner cue page (phone): cadence vs target, a Web Audio metronome at the target cadence, spoken cues,
 // interval countdown, pain scores. Cues older than their expiry are never played; stale data is announced.
-import { api, fmt, el, mmss, Live, requireLogin } from "../common/rf.js";
+import { api, fmt, el, hasRoute, mmss, Live, requireLogin } from "../common/rf.js";
 
 const STALE_MS = 4000;
 
@@ -59,7 +59,8 @@ export class Metronome {
 
 const met = new Metronome();
 window.rfMetronome = met;
-window.rfRunner = { firstMetricsMs: null, spoken: [], cues: [], target: null, staleShown: 0 };
+window.rfRunner = { firstMetricsMs: null, spoken: [], cues: [], expired: [], target: null, staleShown: 0,
+  wakeLock: { state: "not requested", detail: "" }, plan: null };
 
 let runner = null;
 let lastMetricsMs = 0;
@@ -68,6 +69,8 @@ let status = null;
 let interval = null, intervalAtMs = 0;
 let autoMetronomeOn = true; // edge's metronome cues (on when out of band)
 let wakeLock = null;
+let liveConn = null;
+const features = { pain: false, program: false };
 
 function setTarget(t) {
   if (t == null) return;
@@ -87,7 +90,11 @@ function speak(text) {
 function onCue(c) {
   window.rfRunner.cues.push(c);
   if (window.rfRunner.cues.length > 100) window.rfRunner.cues.splice(0, 50);
-  if (Date.now() / 1000 > c.expires_unix_s) return; // stale: never play a late cue
+  if (Date.now() / 1000 > c.expires_unix_s) { // stale: never play a late cue (nor let it drive the metronome)
+    window.rfRunner.expired.push(c.cue_id);
+    if (window.rfRunner.expired.length > 100) window.rfRunner.expired.splice(0, 50);
+    return;
+  }
   if (c.kind === "metronome") {
     autoMetronomeOn = c.bpm != null;
     if (c.bpm) setTarget(c.bpm);
@@ -95,7 +102,9 @@ function onCue(c) {
     return;
   }
   if (c.text) {
-    document.getElementById("lastcue").textContent = c.text;
+    const last = document.getElementById("lastcue");
+    last.textContent = c.text;
+    last.hidden = false;
     if (met.running) speak(c.text);
   }
 }
@@ -113,7 +122,8 @@ function onMessage(msg) {
     if (window.rfRunner.firstMetricsMs === null) window.rfRunner.firstMetricsMs = lastMetricsMs;
     document.getElementById("cadence").textContent = fmt(p.cadence_spm, 0);
     if (p.cadence_target_spm != null) setTarget(p.cadence_target_spm);
-    if (p.interval) { interval = p.interval; intervalAtMs = lastMetricsMs; }
+    interval = p.interval || null;
+    intervalAtMs = lastMetricsMs;
     document.getElementById("state").textContent = p.paused ? "paused by your therapist" : (p.activity || "");
   } else if (msg.kind === "status") {
     status = p;
@@ -121,7 +131,7 @@ function onMessage(msg) {
     if (p.state === "offline") document.getElementById("state").textContent = "sensor/edge offline";
   } else if (msg.kind === "cues") {
     onCue(p);
-  } else if (msg.kind === "reply" && p.command === "report_pain") {
+  } else if (msg.kind === "reply" && p.command === "report_pain" && !features.pain) {
     document.getElementById("pain-msg").textContent = p.ok ? "pain score recorded" : `not recorded: ${p.reason}`;
   }
 }
@@ -132,6 +142,15 @@ function tick() {
   const banner = document.getElementById("stale");
   if (stale && banner.hidden) window.rfRunner.staleShown += 1;
   banner.hidden = !stale;
+  if (stale) {
+    // say truthfully why: the connection is down (reconnecting) or open but the edge sends nothing
+    const open = liveConn && liveConn.ws && liveConn.ws.readyState === WebSocket.OPEN;
+    const edgeOff = status && status.state === "offline";
+    const text = `Cues are stale — no live data for ${Math.round((now - lastMetricsMs) / 1000)} s. `
+      + (!open ? "Reconnecting…" : edgeOff ? "Your sensor/edge is offline." : "Connected; waiting for your sensor.");
+    if (banner.textContent !== text) banner.textContent = text;
+  }
+  document.getElementById("interval-box").hidden = !interval;
   if (interval) {
     const left = interval.remaining_s - (metrics && metrics.paused ? 0 : (now - intervalAtMs) / 1000);
     document.getElementById("interval-kind").textContent =
@@ -141,17 +160,67 @@ function tick() {
   requestAnimationFrame(tick);
 }
 
+// The screen wake lock keeps the phone awake while cues run; the page says whether it got it (browsers may
+// refuse, e.g. battery saver, insecure origin, headless): the cues still work, the screen may sleep.
+function showWakeLock(st, detail = "") {
+  window.rfRunner.wakeLock = { state: st, detail };
+  const box = document.getElementById("wakelock");
+  box.hidden = false;
+  box.className = st === "held" ? "ok" : "warn";
+  box.textContent = st === "held" ? "Screen stays on while cues run."
+    : st === "unsupported" ? "This browser cannot keep the screen on: keep it awake yourself."
+      : st === "released" ? "Screen may sleep (wake lock released)."
+        : `Screen may sleep: wake lock refused (${detail}).`;
+}
+
 async function requestWakeLock() {
+  if (!("wakeLock" in navigator)) { showWakeLock("unsupported"); return; }
   try {
-    if ("wakeLock" in navigator) {
-      wakeLock = await navigator.wakeLock.request("screen");
-    }
-  } catch (_) { wakeLock = null; /* e.g. battery saver: the page still works */ }
+    wakeLock = await navigator.wakeLock.request("screen");
+    showWakeLock("held");
+    wakeLock.addEventListener("release", () => { if (met.running) showWakeLock("released"); });
+  } catch (e) { wakeLock = null; showWakeLock("refused", `${e.name}: ${e.message}`); }
+}
+
+function stageText(p) {
+  return p && p.program ? `${p.program} · stage ${p.stage + 1} of ${p.n_stages}` : "";
+}
+
+function decisionText(d) {
+  if (!d) return "";
+  const to = d.next_stage != null ? (d.action === "hold" ? ` at stage ${d.next_stage + 1}` : ` to stage ${d.next_stage + 1}`) : "";
+  return `${d.action}${to}${d.reason ? " — " + d.reason : ""}`;
+}
+
+function showPlan(plan) {
+  window.rfRunner.plan = plan;
+  const box = document.getElementById("plan");
+  const t = stageText(plan);
+  box.hidden = !t;
+  box.textContent = t;
+}
+
+async function loadPlan() {
+  if (!features.program) return;
+  try { showPlan((await api(`/runners/${encodeURIComponent(runner)}/program`)).plan); } catch (_) { showPlan(null); }
 }
 
 async function sendPain(value, when) {
   const out = document.getElementById("pain-msg");
   out.textContent = "sending…";
+  if (features.pain) {
+    const dec = document.getElementById("pain-decision");
+    try {
+      const r = await api(`/runners/${encodeURIComponent(runner)}/pain`, { method: "POST", body: { pain_0_10: value, when } });
+      out.textContent = `pain ${value}/10 (${when}) recorded`;
+      const d = r.decision || (r.plan && r.plan.decision);
+      const t = decisionText(d);
+      dec.hidden = !t;
+      dec.textContent = t;
+      if (r.plan) showPlan(r.plan); else loadPlan();
+    } catch (e) { out.textContent = `pain score not recorded: ${e.message}`; }
+    return;
+  }
   try {
     const r = await api(`/runners/${encodeURIComponent(runner)}/control`,
       { method: "POST", body: { command: "report_pain", args: { pain_0_10: value, when }, wait_s: 3 } });
@@ -184,8 +253,11 @@ async function main() {
     document.body.dataset.denied = "1";
     return;
   }
+  [features.pain, features.program] = await Promise.all([
+    hasRoute("POST", "/runners/{runner}/pain"), hasRoute("GET", "/runners/{runner}/program")]);
+  loadPlan();
   const conn = document.getElementById("conn");
-  new Live({
+  liveConn = new Live({
     runners: [runner], kinds: ["metrics", "cues", "status", "reply"], onMessage,
     onState: (s, d) => {
       conn.textContent = s === "open" ? "live" : s === "denied" ? `refused: ${d}` : "reconnecting…";

@@ -1,10 +1,14 @@
 // Therapist live view: every assigned runner's live metrics; one runner in detail (signal, steps, cues, control).
 // Rendering is batched: messages only update state, one requestAnimationFrame pass redraws what changed.
-import { api, fmt, el, mmss, Live, mqttRaw, requireLogin, Ring, state as rfState } from "../common/rf.js";
+import { api, batteryClass, clock, el, fmt, hasRoute, linkSummary, lossClass, Live, mmss, mqttRaw, requireLogin, Ring,
+  state as rfState } from "../common/rf.js";
 
 const STALE_MS = 5000; // metrics older than this: not live
 const TRACE_S = 5;
+const CUES_MAX = 100; // cue history kept per runner (stored + live), newest first on screen
+const PROGRAM_REFRESH_MS = 15000;
 const runners = new Map(); // name -> {status, metrics, steps: [], cues: [], card, dirty, firstMs}
+const features = { program: false, programs: false };
 let selected = null;
 let live = null;
 let rawConn = null;
@@ -14,7 +18,8 @@ window.rfStats = { firstMetricsMs: {}, firstRawMs: null, messages: 0, rawBlocks:
 function R(name) {
   let r = runners.get(name);
   if (!r) {
-    r = { name, status: null, metrics: null, steps: [], cues: [], card: null, dirty: true, lastMetricsMs: 0 };
+    r = { name, status: null, metrics: null, steps: [], cues: [], cueKeys: new Set(), card: null, dirty: true,
+      lastMetricsMs: 0, intervalAtMs: 0, statusVersion: 0, plan: null, planMs: 0 };
     runners.set(name, r);
   }
   return r;
@@ -31,9 +36,10 @@ function onMessage(msg) {
   const r = R(msg.runner);
   const p = msg.payload;
   switch (msg.kind) {
-    case "status": r.status = p; break;
+    case "status": r.status = p; r.statusVersion += 1; break;
     case "metrics":
       r.metrics = p; r.lastMetricsMs = performance.now();
+      if (p.interval) r.intervalAtMs = r.lastMetricsMs;
       if (!(msg.runner in window.rfStats.firstMetricsMs)) window.rfStats.firstMetricsMs[msg.runner] = performance.now();
       break;
     case "steps":
@@ -42,8 +48,7 @@ function onMessage(msg) {
       if (r === selected) trace.dirty = true;
       break;
     case "cues":
-      r.cues.push(p);
-      if (r.cues.length > 100) r.cues.splice(0, r.cues.length - 60);
+      addCues(r, [p]);
       break;
     case "reply":
       if (r === selected) {
@@ -54,6 +59,27 @@ function onMessage(msg) {
     default: return;
   }
   r.dirty = true;
+}
+
+// Cue history: stored cues of the open session (loaded when the runner is opened) merged with live ones;
+// one entry per (cue_id, time_s), sorted by send time, at most CUES_MAX kept.
+function cueKey(c) { return `${c.cue_id}|${Number(c.time_s).toFixed(3)}`; }
+
+function addCues(r, cues) {
+  let added = false;
+  for (const c of cues) {
+    const k = cueKey(c);
+    if (r.cueKeys.has(k)) continue;
+    r.cueKeys.add(k);
+    r.cues.push(c);
+    added = true;
+  }
+  if (!added) return;
+  r.cues.sort((a, b) => a.time_unix_s - b.time_unix_s);
+  if (r.cues.length > CUES_MAX) {
+    for (const c of r.cues.splice(0, r.cues.length - CUES_MAX)) r.cueKeys.delete(cueKey(c));
+  }
+  r.cuesVersion = (r.cuesVersion || 0) + 1;
 }
 
 // ------------------------------------------------------------------ overview cards
@@ -73,7 +99,8 @@ function buildGrid() {
         el("dt", {}, "Impact"), dd("imp"),
         el("dt", {}, "Interval"), dd("iv"),
         el("dt", {}, "Battery"), dd("bat"),
-        el("dt", {}, "Packet loss"), dd("loss")));
+        el("dt", {}, "Packet loss"), dd("loss")),
+      (f.linkwarn = el("div", { class: "linkwarn bad", hidden: "" })));
     r.fields = f;
     grid.append(r.card);
   }
@@ -103,12 +130,25 @@ function renderCard(r, now) {
     f.bal.className = Math.abs(b - 50) > 2.5 ? "warn" : "";
   } else f.bal.textContent = "–";
   f.imp.textContent = m ? fmt(m.impact_peak_g, 1, "g") : "–";
-  const iv = (m && m.interval) || (s && s.interval);
-  f.iv.textContent = iv ? `${iv.kind} ${mmss(iv.remaining_s)} left` : (m ? m.activity || "–" : "–");
-  const c = (s && s.counters) || {};
-  f.bat.textContent = c.battery_pct != null ? `${c.battery_pct} %` : "–";
-  f.loss.textContent = c.ble_loss_pct != null ? `${Number(c.ble_loss_pct).toFixed(1)} %` : "–";
-  f.loss.className = c.ble_loss_pct > 5 ? "bad" : c.ble_loss_pct > 1 ? "warn" : "";
+  const iv = m && m.interval ? m.interval : null;
+  f.iv.textContent = iv ? `${iv.kind} ${mmss(intervalLeft(r, now))} left`
+    : (s && s.interval ? `${s.interval.kind}` : (m ? m.activity || "–" : "–"));
+  const L = linkSummary(s);
+  f.bat.textContent = L.battery_pct != null ? `${Math.round(L.battery_pct)} %` : "–";
+  f.bat.className = batteryClass(L.battery_pct);
+  f.bat.title = L.links.map((l) => `${l.site}: ${l.battery_pct != null ? l.battery_pct + " %" : "no battery reading"}`).join("\n");
+  f.loss.textContent = L.loss_pct != null ? `${Number(L.loss_pct).toFixed(1)} %` : "–";
+  f.loss.className = lossClass(L.loss_pct);
+  const disc = st !== "offline" && L.disconnected.length;
+  f.linkwarn.hidden = !disc;
+  f.linkwarn.textContent = disc ? `⚠ sensor disconnected: ${L.disconnected.join(", ")}` : "";
+}
+
+// seconds left in the current interval, counted down between the 1 Hz metrics (frozen while paused)
+function intervalLeft(r, now) {
+  const iv = r.metrics && r.metrics.interval;
+  if (!iv) return null;
+  return iv.remaining_s - (r.metrics.paused ? 0 : (now - r.intervalAtMs) / 1000);
 }
 
 // ------------------------------------------------------------------ detail
@@ -136,7 +176,131 @@ function select(r) {
     rawConn = new Live({ runners: [r.name], kinds: ["raw"], onRaw, onState: rawState });
   }
   ensureRawOn(r);
+  detailDirtyCues = -1; linksVersion = -1;
+  loadCueHistory(r);
+  loadProgram(r);
   renderDetail(performance.now());
+}
+
+async function openSession(r) {
+  const ss = await api(`/runners/${encodeURIComponent(r.name)}/sessions?open_only=true&limit=1`);
+  return ss.sessions.length ? ss.sessions[0] : null;
+}
+
+async function loadCueHistory(r) {
+  const msg = document.getElementById("d-cues-msg");
+  msg.textContent = "(loading…)";
+  try {
+    const sess = await openSession(r);
+    if (!sess) { if (r === selected) msg.textContent = "(no open session: live cues only)"; return; }
+    const res = await api(`/sessions/${encodeURIComponent(sess.id)}/cues`);
+    addCues(r, res.cues || []);
+    if (r === selected) msg.textContent = res.truncated ? "(latest of a long session)" : "";
+  } catch (e) { if (r === selected) msg.textContent = `(history: ${e.message})`; }
+}
+
+// ------------------------------------------------------------------ program (plan, stage, assignment)
+async function loadProgram(r) {
+  r.planMs = performance.now();
+  const plan = document.getElementById("d-prog-plan");
+  if (!features.program) {
+    r.plan = null;
+    plan.textContent = "programs unavailable (this server has no program API)";
+    document.getElementById("d-prog-controls").hidden = true;
+    return;
+  }
+  try {
+    r.plan = await api(`/runners/${encodeURIComponent(r.name)}/program`);
+  } catch (e) {
+    r.plan = null;
+    if (r === selected) plan.textContent = e.status === 404 ? "programs unavailable" : `program: ${e.message}`;
+    return;
+  }
+  if (r === selected) renderProgram(performance.now(), true);
+}
+
+function renderProgram(now, full = false) {
+  const r = selected;
+  const p = r.plan && r.plan.plan;
+  if (full) {
+    const planEl = document.getElementById("d-prog-plan");
+    const dec = document.getElementById("d-prog-decision");
+    document.getElementById("d-prog-controls").hidden = false;
+    if (!p || !p.program) {
+      planEl.textContent = "no program assigned";
+      dec.textContent = "";
+    } else {
+      planEl.replaceChildren(el("strong", {}, p.program), ` · stage ${p.stage + 1} of ${p.n_stages}`);
+      const d = p.decision;
+      dec.textContent = d ? `${d.action}${d.reason ? " — " + d.reason : ""}` : "";
+    }
+    const nameIn = document.getElementById("d-prog-name"), stageIn = document.getElementById("d-prog-stage");
+    if (document.activeElement !== nameIn) nameIn.value = p && p.program ? p.program : "";
+    if (document.activeElement !== stageIn) stageIn.value = p && p.stage != null ? p.stage + 1 : 1;
+    if (p && p.n_stages) stageIn.max = p.n_stages;
+  }
+  const iv = r.metrics && r.metrics.interval;
+  const ivEl = document.getElementById("d-prog-interval");
+  if (!iv) { ivEl.textContent = p && p.program ? "no interval running" : ""; return; }
+  ivEl.replaceChildren(el("span", {}, `interval ${iv.index + 1}: ${iv.kind}`
+      + (iv.target_cadence_spm ? ` at ${Math.round(iv.target_cadence_spm)} spm` : "") + " · "),
+    el("strong", { class: "countdown" }, mmss(intervalLeft(r, now))), " left",
+    r.metrics.paused ? el("span", { class: "warn" }, " (paused)") : "");
+}
+
+async function assignProgram() {
+  const out = document.getElementById("d-prog-msg");
+  const program = document.getElementById("d-prog-name").value.trim();
+  const stage = Number(document.getElementById("d-prog-stage").value);
+  if (!program) { out.textContent = "enter a program name"; return; }
+  if (!(Number.isInteger(stage) && stage >= 1)) { out.textContent = "stage must be 1 or more"; return; }
+  const r = selected;
+  out.textContent = "saving…";
+  try {
+    const res = await api(`/runners/${encodeURIComponent(r.name)}/targets`,
+      { method: "PUT", body: { program, stage: stage - 1 } });
+    out.textContent = res.live_error ? `saved; not sent live: ${res.live_error}` : `${program} stage ${stage} assigned`;
+  } catch (e) { out.textContent = `assign: ${e.message}`; return; }
+  await loadProgram(r);
+}
+
+async function loadProgramList() {
+  if (!features.programs) return;
+  try {
+    const res = await api("/programs");
+    const names = (res.programs || []).map((p) => (typeof p === "string" ? p : p.name)).filter(Boolean);
+    document.getElementById("d-prog-list").replaceChildren(...names.map((n) => el("option", { value: n })));
+  } catch (_) { /* free text still works */ }
+}
+
+// ------------------------------------------------------------------ sensor links table
+let linksVersion = -1;
+function renderLinks() {
+  const r = selected;
+  const L = linkSummary(r.status);
+  const msg = document.getElementById("d-links-msg");
+  const table = document.getElementById("d-links");
+  if (!L.links.length) {
+    msg.textContent = r.status ? "the edge reports no per-sensor links" : "no status from the edge yet";
+    table.replaceChildren();
+    return;
+  }
+  msg.textContent = "";
+  const now_s = Date.now() / 1000;
+  const head = ["site", "sensor", "link", "battery", "loss recent", "loss total", "lost / received", "malformed",
+    "reconnects", "rate (Hz)", "drift (ppm)", "RSSI (dBm)", "last seen"];
+  const rows = L.links.map((l) => el("tr", { dataset: { sensor: l.sensor_id } },
+    el("td", {}, l.site || "–"), el("td", {}, l.sensor_id || "–"),
+    el("td", { class: l.connected === false ? "bad" : "ok" }, `${l.kind || ""} ${l.connected === false ? "disconnected" : "connected"}`),
+    el("td", { class: batteryClass(l.battery_pct) }, l.battery_pct != null ? `${Math.round(l.battery_pct)} %` : "–"),
+    el("td", { class: lossClass(l.loss_recent_pct) }, fmt(l.loss_recent_pct, 1, "%")),
+    el("td", { class: lossClass(l.loss_pct) }, fmt(l.loss_pct, 2, "%")),
+    el("td", {}, `${l.packets_lost ?? "–"} / ${l.packets_received ?? "–"}`),
+    el("td", {}, String(l.packets_malformed ?? "–")), el("td", {}, String(l.reconnects ?? "–")),
+    el("td", {}, fmt(l.sampling_rate_hz_measured, 1)), el("td", {}, fmt(l.clock_drift_ppm, 0)),
+    el("td", {}, fmt(l.rssi_dbm, 0)),
+    el("td", { title: clock(l.last_seen_unix_s) }, l.last_seen_unix_s != null ? `${fmt(Math.max(0, now_s - l.last_seen_unix_s), 0)} s ago` : "–")));
+  table.replaceChildren(el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h)))), el("tbody", {}, ...rows));
 }
 
 async function ensureRawOn(r) {
@@ -222,20 +386,26 @@ function renderBars() {
 
 function renderCues() {
   const ul = document.getElementById("d-cues");
-  const cues = selected.cues.slice(-30).reverse();
-  ul.replaceChildren(...cues.map((c) => el("li", { dataset: { code: c.code } },
-    el("span", { class: "muted" }, new Date(c.time_unix_s * 1000).toLocaleTimeString() + " "),
-    c.text || (c.kind === "metronome" ? (c.bpm ? `metronome ${Math.round(c.bpm)} bpm` : "metronome off") : c.code))));
+  const cues = selected.cues.slice().reverse(); // newest first
+  ul.replaceChildren(...cues.map((c) => el("li", { dataset: { code: c.code, kind: c.kind, cue: String(c.cue_id), t: String(c.time_unix_s) } },
+    el("span", { class: "muted" }, clock(c.time_unix_s) + " "),
+    el("span", { class: "cuekind" }, `${c.kind}/${c.code} `),
+    c.text || (c.kind === "metronome" ? (c.bpm ? `metronome ${Math.round(c.bpm)} bpm` : "metronome off") : ""))));
 }
 
 let detailDirtyCues = -1;
+let lastProgramRenderMs = 0;
 function renderDetail(now) {
   if (!selected) return;
   renderTrace();
-  if (selected.dirty || detailDirtyCues !== selected.cues.length) {
+  const cv = selected.cuesVersion || 0;
+  if (selected.dirty || detailDirtyCues !== cv) {
     renderBars();
-    if (detailDirtyCues !== selected.cues.length) { renderCues(); detailDirtyCues = selected.cues.length; }
+    if (detailDirtyCues !== cv) { renderCues(); detailDirtyCues = cv; }
   }
+  if (linksVersion !== selected.statusVersion) { renderLinks(); linksVersion = selected.statusVersion; }
+  if (now - lastProgramRenderMs > 250) { renderProgram(now); lastProgramRenderMs = now; }
+  if (features.program && now - selected.planMs > PROGRAM_REFRESH_MS) loadProgram(selected);
 }
 
 async function control(command, args = {}) {
@@ -264,10 +434,10 @@ async function addNote() {
   const out = document.getElementById("d-note-msg");
   if (!text) return;
   try {
-    const ss = await api(`/runners/${encodeURIComponent(selected.name)}/sessions?open_only=true&limit=1`);
-    if (!ss.sessions.length) { out.textContent = "no open session for this runner"; return; }
+    const sess = await openSession(selected);
+    if (!sess) { out.textContent = "no open session for this runner"; return; }
     const m = selected.metrics;
-    await api(`/sessions/${encodeURIComponent(ss.sessions[0].id)}/notes`,
+    await api(`/sessions/${encodeURIComponent(sess.id)}/notes`,
       { method: "POST", body: { text, time_s: m ? m.time_s : null, kind: "note" } });
     document.getElementById("d-note").value = "";
     out.textContent = "note saved";
@@ -288,6 +458,9 @@ function frame() {
 
 async function main() {
   await requireLogin(["therapist", "admin"], { keepPassword: true });
+  [features.program, features.programs] = await Promise.all([
+    hasRoute("GET", "/runners/{runner}/program"), hasRoute("GET", "/programs")]);
+  loadProgramList();
   const conn = document.getElementById("conn");
   live = new Live({
     kinds: ["status", "metrics", "steps", "cues", "reply"], onMessage,
@@ -301,6 +474,7 @@ async function main() {
   document.getElementById("d-resume").onclick = () => control("resume");
   document.getElementById("d-advance").onclick = () => control("advance_interval");
   document.getElementById("d-note-add").onclick = addNote;
+  document.getElementById("d-prog-set").onclick = assignProgram;
   document.getElementById("d-close").onclick = () => {
     document.getElementById("detail").hidden = true;
     if (rawConn) rawConn.close();
