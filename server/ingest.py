@@ -146,6 +146,7 @@ class Ingestor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sessions: dict[str, str] = {}  # runner -> open session id (cache of the DB)
+        self._status_noted: dict[str, str] = {}  # session -> "edge:state" of its last status note (transitions only)
         self._last_data: dict[str, float] = {}  # runner -> monotonic time of the last data message
         self._clock_best: dict[str, float] = {}  # session -> best (smallest) utc - monotonic offset seen
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
@@ -269,6 +270,7 @@ class Ingestor:
                 self._flush_raw(raw_buf, events)
         except StorageUnavailableError as exc:
             self._sessions.clear()  # the rolled-back transaction may have created sessions
+            self._status_noted.clear()  # ...and status notes
             self._clock_best.clear()
             self.counters_["store_errors"] += 1
             if not self.paused_:
@@ -278,6 +280,7 @@ class Ingestor:
             return False
         except StorageError as exc:  # corrupt / unexpected: same handling, louder
             self._sessions.clear()
+            self._status_noted.clear()
             self._clock_best.clear()
             self.counters_["store_errors"] += 1
             log.critical("ingest: storage error, retrying: %s", exc)
@@ -359,6 +362,7 @@ class Ingestor:
         self.store.add_note(sid, f"session ended: {reason}", kind="session", author="ingest",
                             key=f"end:{sid}")
         self._sessions.pop(runner, None)
+        self._status_noted.pop(sid, None)
         self.counters_["sessions_ended"] += 1
 
     def _end_idle_sessions(self, now: float) -> None:
@@ -420,9 +424,14 @@ class Ingestor:
                         self.store.update_session(sid, meta={"edge_id": edge})
                     if obj.get("counters"):
                         self.store.append_sensor_stats(sid, "edge", obj["counters"], obj.get("time_unix_s"))
-                    self.store.add_note(sid, f"edge {edge} {state}", kind="status", author=edge,
-                                        meta={"reason": obj.get("reason"), "sensors": obj.get("sensors")},
-                                        key=f"status:{edge}:{state}:{obj.get('time_unix_s')}")
+                    for link in obj.get("links") or ():  # battery, loss, reconnects per sensor, for review
+                        self.store.append_sensor_stats(sid, link["sensor_id"], link, obj.get("time_unix_s"))
+                    # the edge republishes its status every few seconds: a note only when the state changes
+                    if self._status_noted.get(sid) != f"{edge}:{state}":
+                        self.store.add_note(sid, f"edge {edge} {state}", kind="status", author=edge,
+                                            meta={"reason": obj.get("reason"), "sensors": obj.get("sensors")},
+                                            key=f"status:{edge}:{state}:{obj.get('time_unix_s')}")
+                        self._status_noted[sid] = f"{edge}:{state}"
             elif state == "offline":
                 sid = self._session(runner, create=False)
                 if sid is not None:

@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from runform.server._links import LinkStatus
 from runform.server.ingest import Ingestor
 from runform.server.mqtt import (RawBlock, control_payload, control_topic, decode_raw, encode_json, encode_raw, metrics_topic,
                                  raw_topic, status_payload, status_topic, steps_payload, steps_topic)
@@ -126,6 +127,10 @@ def test_ingest_contract_messages(broker, tmp_path):
     m = {"schema": "runform.metrics.v1", "runner": "alice", "time_s": 1004.0, "time_unix_s": time.time(),
          "window_s": 10.0, "cadence_spm": 170.0, "steps_total": 12, "activity": "running"}
     pub.pub(metrics_topic("alice"), encode_json(m))
+    # the edge's periodic status (same state, with sensor link health): stats stored, no second "online" note
+    link = LinkStatus("S1", "sacrum", "runform_v1", True, battery_pct=64, packets_received=95, packets_lost=5)
+    pub.pub(status_topic("alice"), encode_json(status_payload("alice", "online", "edge-1", sensors=["S1"],
+                                                              links=[link.to_payload()])), retain=True)
     pub.pub(control_topic("alice", "pt"), encode_json(control_payload("set_target_cadence", {"cadence_spm": 175},
                                                                       request_id="r1")))
     pub.pub(raws[3][0], raws[3][1])  # duplicate raw block
@@ -150,6 +155,8 @@ def test_ingest_contract_messages(broker, tmp_path):
     assert c["rejected_payload"] == 1 and c["rejected_topic"] == 1
     assert c["acked"] == c["received"]  # everything (incl. rejected) acknowledged once committed
     assert store.read_sensor_stats(s.id, "edge")[0]["samples"] == 0
+    (ls,) = store.read_sensor_stats(s.id, "S1")
+    assert (ls["battery_pct"], ls["packets_lost"], ls["loss_pct"]) == (64, 5, 5.0)
     store.close()
 
 
