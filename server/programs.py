@@ -36,6 +36,8 @@ settle by the next morning); the thresholds are parameters of :class:`Progressio
 """
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +47,7 @@ __all__ = [
     "ProgramError", "Interval", "Stage", "Program", "load_program", "example_programs",
     "ProgressionRules", "SessionRecord", "Decision", "decide_progression",
     "IntervalState", "IntervalChange", "ProgramRunner",
+    "resolve_program", "check_program_name", "history_from_records", "decide_next",
 ]
 
 PROGRAM_DIR = Path(__file__).with_name("programs")
@@ -164,8 +167,37 @@ def load_program(path_or_name: str | Path) -> Program:
     return parse_program(data, source=str(p))
 
 
-def example_programs() -> list[str]:
-    return sorted(f.stem for f in PROGRAM_DIR.glob("*.toml"))
+def example_programs(programs_dir: str | Path | None = None) -> list[str]:
+    """Program names available in ``programs_dir`` (default: the examples in ``server/programs/``)."""
+    d = Path(programs_dir) if programs_dir is not None else PROGRAM_DIR
+    return sorted(f.stem for f in d.glob("*.toml"))
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_program_name(name) -> str:
+    """A program NAME as carried by a plan (no paths: 1-64 of A-Z a-z 0-9 _ . -, no '..')."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise ProgramError(f"program name {name!r} invalid (1-64 of A-Z a-z 0-9 _ . -, no path)")
+    return name
+
+
+def resolve_program(name: str, programs_dir: str | Path | None = None) -> Program:
+    """Load the program called ``name`` from ``programs_dir`` (``{name}.toml``), falling back to the examples.
+
+    Only names are accepted (a plan comes over the network: never a path)."""
+    check_program_name(name)
+    dirs = ([Path(programs_dir)] if programs_dir is not None else []) + [PROGRAM_DIR]
+    for d in dirs:
+        f = d / f"{name}.toml"
+        if f.is_file():
+            prog = load_program(f)
+            if prog.name != name:
+                raise ProgramError(f"file {f.name} declares program {prog.name!r}, not {name!r}", path=str(f))
+            return prog
+    avail = sorted({n for d in dirs for n in example_programs(d)})
+    raise ProgramError(f"no program {name!r} (available: {', '.join(avail) or 'none'})")
 
 
 # ----------------------------------------------------------------------------------------- progression rules
