@@ -59,8 +59,15 @@ def register(subparsers) -> None:
                    help="user store of `runform server`/`runform user`: the edge re-checks every control "
                         "command's issuer and role against it (default: trust the broker's ACL)")
     r.add_argument("--journal-dir", type=Path, default=Path("journal"), help="where raw journals go (sim, ble)")
-    r.add_argument("--program", default=None, help="return-to-run program file or example name")
-    r.add_argument("--stage", type=int, default=1, help="program stage (1-based)")
+    r.add_argument("--program", default=None,
+                   help="return-to-run program file or name; given explicitly it overrides the server's plan "
+                        "(plans then change only targets/limits). Without it the edge follows each runner's "
+                        "retained plan (runform/v1/{runner}/plan) set by the therapist")
+    r.add_argument("--stage", type=int, default=None, help="program stage (1-based, default 1; with --program)")
+    r.add_argument("--programs-dir", type=Path, default=None,
+                   help="folder of program TOML files (NAME.toml) for plans and --program NAME "
+                        "(then the built-in examples)")
+    r.add_argument("--no-plan", action="store_true", help="ignore the server's plans (do not subscribe)")
     r.add_argument("--target-cadence", type=float, default=170.0)
     r.add_argument("--raw", action="store_true", help="publish raw blocks from the start")
     r.add_argument("--quiet", action="store_true", help="do not print every cue")
@@ -126,7 +133,15 @@ def _configs(args, names, port):
     from .edge import RunnerConfig
     from .mqtt import MqttSettings
     from .programs import load_program
-    program = load_program(args.program) if args.program else None
+    program = None
+    if args.program:
+        pdir = getattr(args, "programs_dir", None)
+        named = pdir / f"{args.program}.toml" if pdir is not None else None
+        program = load_program(named if named is not None and named.is_file() else args.program)
+    stage = args.stage if args.stage is not None else 1
+    if program is not None and not 1 <= stage <= len(program.stages):
+        raise SystemExit(f"runform run: --stage {stage} out of range ({program.name} has {len(program.stages)} "
+                         "stages)")
     access = None
     if getattr(args, "users_db", None):
         from .auth import open_user_store
@@ -136,7 +151,8 @@ def _configs(args, names, port):
         name, access=access, mqtt=None if args.no_mqtt else MqttSettings(args.host, port, args.user, args.password),
         journal_dir=args.journal_dir if args.source in ("sim", "ble") else None,
         cue=CueConfig(target_cadence_spm=args.target_cadence), program=program,
-        program_stage=max(0, args.stage - 1), publish_raw=args.raw) for name in names}
+        program_stage=max(0, stage - 1), publish_raw=args.raw, follow_plan=not getattr(args, "no_plan", False),
+        programs_dir=getattr(args, "programs_dir", None)) for name in names}
 
 
 def _sources(args, indexed_names):

@@ -37,7 +37,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Protocol, runtime_che
 
 import numpy as np
 
-from runform.dsp import STEP_DTYPE, empty_steps
+from runform.dsp import ACTIVITY_RUNNING, STEP_DTYPE, empty_steps
 
 from ._journal_worker import JournalWorker
 from ._links import LinkStatus, LinkWindow, link_from_accounting, link_from_sensor_stats
@@ -45,11 +45,12 @@ from .broker import AccessSpec
 from .cues import Cue, CueConfig, CueEngine
 from .metrics import RollingMetrics
 from .mqtt import (CLASS_CONTROL, CLASS_CUE, CLASS_METRICS, CLASS_RAW, CLASS_STEPS, MAX_CONTROL_BYTES,
-                   RAW_CONTENT_TYPE, SCHEMA_CONTROL, MqttLink, MqttSettings, PayloadError, TopicError,
+                   RAW_CONTENT_TYPE, SCHEMA_CONTROL, SCHEMA_PLAN, MqttLink, MqttSettings, PayloadError, TopicError,
+                   plan_topic, program_session_payload, program_topic,
                    control_filter, cue_payload, cues_topic, decode_json, encode_json, encode_raw, make_client_id,
                    metrics_topic, parse_topic, raw_topic, reply_payload, reply_topic, roles_for, status_payload,
                    status_topic, steps_payload, steps_topic)
-from .programs import Program, ProgramRunner
+from .programs import Program, ProgramError, ProgramRunner, resolve_program
 
 __all__ = ["SensorInfo", "SourceItem", "SampleSource", "SimulatorSource", "PacketReplaySource", "ReplayPacer",
            "simulated_packets", "JournalReplaySource", "BleHub", "BleSource", "RunnerConfig", "RunnerPipeline", "Edge",
@@ -529,8 +530,10 @@ class RunnerConfig:
     mqtt: MqttSettings | None = None  # None: no MQTT (offline journaling + cues to a callback)
     journal_dir: Path | None = None
     cue: CueConfig = field(default_factory=CueConfig)
-    program: Program | None = None
+    program: Program | None = None  # given explicitly (command line): pinned, plans do not change it
     program_stage: int = 0
+    follow_plan: bool = True  # subscribe to runform/v1/{runner}/plan (the server's retained plan)
+    programs_dir: Path | None = None  # where plans' program names are looked up (then server/programs/)
     publish_raw: bool = False
     metrics_period_s: float = 1.0
     metrics_window_s: float = 10.0
@@ -567,6 +570,16 @@ class RunnerPipeline:
                          "dsp_skipped_blocks": 0, "dsp_errors": 0, "cues_stale_at_birth": 0, "journal_errors": 0,
                          "journaled_packets": 0, "journal_dropped": 0, "coarse_blocks": 0}
         self.rejections: list[tuple[str, str]] = []  # last (issuer, reason), bounded
+        # return-to-run plan (server -> edge) and program session records (edge -> server)
+        self.counters.update(plans_applied=0, plans_rejected=0, program_records=0)
+        self.program_source: str | None = "cli" if self.program is not None else None
+        self.plan: dict | None = None  # the last plan applied
+        self._program_seq = 0  # program runs in this edge session (session_key suffix from the second on)
+        self._prog_start_unix_s: float | None = None
+        self._prog_run_steps = 0
+        self._prog_impact_sum_g = 0.0
+        self._announce: str | None = None  # program announcement waiting for the stream clock
+        self.program_records: list[dict] = []  # last records published (bounded, for tests / the CLI)
         self.journals: dict[str, Any] = {}
         self._journal_worker: JournalWorker | None = None
         self._own_worker = False
@@ -607,8 +620,9 @@ class RunnerPipeline:
         if self.cfg.mqtt is not None:
             will = (status_topic(self.runner), encode_json(status_payload(
                 self.runner, "offline", self.edge_id, reason="edge connection lost (last will)")))
+            subs = [(control_filter(self.runner), 1)] + ([(plan_topic(self.runner), 1)] if self.cfg.follow_plan else [])
             self.link = MqttLink(self.cfg.mqtt, self.edge_id, will=will, birth=self._birth,
-                                 subscriptions=[(control_filter(self.runner), 1)], on_message=self._on_mqtt_message)
+                                 subscriptions=subs, on_message=self._on_mqtt_message)
             self.link.set_waker(lambda: loop.call_soon_threadsafe(self._pump))
             self.link.start(loop)
 
@@ -637,6 +651,7 @@ class RunnerPipeline:
             w.event(j, "reconnected", protocol=meta.get("protocol"))
 
     def close(self, reason: str = "edge stopped") -> None:
+        self.publish_program_session(final=True)
         w = self._journal_worker
         if w is not None:
             for j in self.journals.values():
@@ -664,6 +679,7 @@ class RunnerPipeline:
         return status_payload(self.runner, st, self.edge_id, reason=reason, sensors=sorted(self.sensors),
                               raw_enabled=self.raw_enabled, interval=iv.to_payload() if iv else None,
                               target_cadence_spm=self.cues.config.target_cadence_spm,
+                              program=self._program_state(),
                               counters=self.stats(), links=[ln.to_payload() for ln in self.link_window.fill(
                                   self.links())])
 
@@ -809,6 +825,7 @@ class RunnerPipeline:
         changes = []
         if self.program is not None and not self.paused:
             changes = self.program.update(now_s)
+            self._program_load(steps, changes)
         tick = False
         if not math.isfinite(self._next_metrics_s):
             self._next_metrics_s = now_s + self.cfg.metrics_period_s * (1.0 + self._metrics_phase)
@@ -903,6 +920,8 @@ class RunnerPipeline:
             self.counters["control_malformed"] += 1
             log.warning("control on unexpected topic: %s", exc)
             return None
+        if parts.kind == "plan" and parts.runner == self.runner:
+            return self.handle_plan(payload)
         if parts.kind != "control" or parts.runner != self.runner:
             return None  # our own replies (control/reply) come back on the subscription
         issuer = parts.issuer
@@ -976,6 +995,7 @@ class RunnerPipeline:
             if self.program is None:
                 raise ValueError("no program running: pain is recorded per program session")
             setattr(self.program, "pain_before_" if args["when"] == "before" else "pain_after_", args["pain_0_10"])
+            self.publish_program_session(final=False)
         elif command == "status":
             pass
         if command != "status":
@@ -986,6 +1006,141 @@ class RunnerPipeline:
             self.link.enqueue(CLASS_CONTROL, reply_topic(self.runner), encode_json(reply))
             self._pump()
         return reply
+
+    # ---- return-to-run plan and program session records ----------------------------------------------
+    def handle_plan(self, payload: bytes) -> dict | None:
+        """Apply the server's plan (``runform.plan.v1``): targets/limits to the cue engine, and the program at
+        its stage unless the command line pinned one. An invalid plan changes nothing: it is rejected with the
+        reason on ``control/reply`` (command ``plan``) and counted (``plans_rejected``)."""
+        if not payload:
+            return None  # the retained plan was cleared: keep what runs
+        issuer = None
+        try:
+            plan = decode_json(payload, SCHEMA_PLAN, max_bytes=MAX_CONTROL_BYTES)
+            issuer = plan.get("set_by")
+            if plan["runner"] != self.runner:
+                raise ValueError(f"plan is for runner {plan['runner']!r}, not {self.runner!r}")
+            new_prog = None
+            if plan["program"] is not None and self.program_source != "cli":
+                if plan["stage"] is None:
+                    raise ValueError(f"program {plan['program']!r} without a stage")
+                new_prog = resolve_program(plan["program"], self.cfg.programs_dir)
+                n = len(new_prog.stages)
+                if not 1 <= plan["stage"] <= n:
+                    raise ValueError(f"stage {plan['stage']} out of range: {new_prog.name} has {n} stages")
+                if plan.get("n_stages") is not None and plan["n_stages"] != n:
+                    raise ValueError(f"program {new_prog.name} has {n} stages here, the plan says {plan['n_stages']}"
+                                     " (different program files on server and edge)")
+            cfg = self.cues.config
+            t, lim = plan["targets"], plan["limits"]
+            target = cfg.target_cadence_spm if t.get("cadence_spm") is None else float(t["cadence_spm"])
+            tol = cfg.tolerance_spm if t.get("tolerance_spm") is None else float(t["tolerance_spm"])
+            new_cfg = dataclasses.replace(cfg, target_cadence_spm=target, tolerance_spm=tol,
+                                          hysteresis_spm=min(cfg.hysteresis_spm, 0.5 * tol),
+                                          **{k: float(v) for k, v in lim.items() if v is not None})
+        except (PayloadError, ProgramError, ValueError, TypeError) as exc:
+            self.counters["plans_rejected"] += 1
+            reason = f"plan rejected: {exc}"
+            if isinstance(issuer, str) and len(issuer) > 64:
+                issuer = None
+            return self._send_reply(self._reject("control_malformed", issuer, None, "plan", reason))
+        if (new_cfg.target_cadence_spm, new_cfg.tolerance_spm) != (cfg.target_cadence_spm, cfg.tolerance_spm):
+            self.cues.state_, self.cues._candidate, self.cues._pending = "unknown", None, None
+        self.cues.config = new_cfg  # the base targets: a program's run intervals and live commands still win
+        note = None
+        if self.program_source == "cli":
+            note = "program pinned by the command line: plan program/stage ignored"
+        elif new_prog is None and self.program is not None:
+            self.publish_program_session(final=True)  # the therapist took the program off
+            self.program, self.program_source = None, None
+        elif new_prog is not None and (self.program is None or self.program.program.name != new_prog.name
+                                       or self.program.stage_index != plan["stage"] - 1):
+            self._load_program(new_prog, plan["stage"] - 1)
+        self.plan = plan
+        self.counters["plans_applied"] += 1
+        log.info("%s: plan applied (program %s stage %s, set by %s)%s", self.runner, plan["program"], plan["stage"],
+                 issuer, f"; {note}" if note else "")
+        self.publish_status()
+        return self._send_reply(reply_payload(self.runner, ok=True, request_id=None, command="plan", issuer=issuer,
+                                              reason=note, state=self._control_state()))
+
+    def _load_program(self, program: Program, stage_index: int) -> None:
+        old, carry = self.program, None
+        if old is not None:
+            if old.run_time_done_s_ > 0 or old.pain_after_ is not None or old.finished_:
+                self.publish_program_session(final=True)  # a run happened: its record is complete
+                self._program_seq += 1
+            else:  # nothing run yet: same record (new stage), the pain before still holds
+                carry = old.pain_before_
+        self.program = ProgramRunner(program, stage_index)
+        self.program.pain_before_ = carry
+        self.program_source = "plan"
+        self._prog_start_unix_s, self._prog_run_steps, self._prog_impact_sum_g = None, 0, 0.0
+        stage = program.stages[stage_index]
+        self._announce = (f"{program.title}. Stage {stage_index + 1} of {len(program.stages)}: {stage.name}.")
+        if math.isfinite(self._last_time_s):
+            self._emit_announcement(self._last_time_s)
+
+    def _emit_announcement(self, now_s: float) -> None:
+        text, self._announce = self._announce, None
+        if text is None:
+            return
+        self.cues._last_spoken_s = now_s  # like an interval announcement: the next spoken cue waits its gap
+        self._emit_cue(Cue("program", "program_stage", float(now_s), 2, text, None, self.cues.config.interval_ttl_s))
+
+    def _program_load(self, steps: np.ndarray, changes) -> None:
+        """After ``program.update``: session start time, running load (steps and impact sum of running steps),
+        the record when the stage completes."""
+        p = self.program
+        if self._announce is not None:
+            self._emit_announcement(self._last_time_s)
+        if p.started_s_ is not None and self._prog_start_unix_s is None:
+            self._prog_start_unix_s = time.time()
+        if len(steps) and p.started_s_ is not None and not p.finished_:
+            run = steps["activity"] == ACTIVITY_RUNNING
+            if run.any():
+                self._prog_run_steps += int(run.sum())
+                peaks = steps["peak_accel_g"][run]
+                self._prog_impact_sum_g += float(np.sum(peaks[np.isfinite(peaks)]))
+        if any(c.finished for c in changes):
+            self.publish_program_session(final=False)
+
+    def _program_key(self) -> str:
+        return self.edge_id if self._program_seq == 0 else f"{self.edge_id}.{self._program_seq + 1}"
+
+    def _program_state(self) -> dict | None:
+        p = self.program
+        if p is None:
+            return None
+        return {"name": p.program.name, "title": p.program.title, "stage": p.stage_index + 1,
+                "n_stages": len(p.program.stages), "stage_name": p.stage.name, "source": self.program_source or "cli",
+                "session_key": self._program_key(), "finished": bool(p.finished_)}
+
+    def publish_program_session(self, *, final: bool) -> dict | None:
+        """The program session record (``runform.program_session.v1``, QoS 1) on ``.../program``; nothing
+        before the program started or a pain was reported. Returns the payload."""
+        p = self.program
+        if p is None or (p.started_s_ is None and p.pain_before_ is None and p.pain_after_ is None):
+            return None
+        now = time.time()
+        rec = program_session_payload(
+            self.runner, self._program_key(), program=p.program.name, stage=p.stage_index + 1,
+            pain_before=p.pain_before_, pain_after=p.pain_after_, completed_fraction=p.completed_fraction,
+            run_time_s=p.run_time_done_s_, planned_run_time_s=p.stage.run_time_s, run_steps=self._prog_run_steps,
+            impact_sum_g=self._prog_impact_sum_g, start_unix_s=self._prog_start_unix_s or now, end_unix_s=now,
+            final=final)
+        self.counters["program_records"] += 1
+        self.program_records.append(rec)
+        del self.program_records[:-64]
+        if self.link is not None:
+            try:
+                data = encode_json(rec)
+            except PayloadError as exc:  # never lose the shutdown to a bad number: logged, kept in memory
+                log.error("%s: program session record not publishable: %s", self.runner, exc)
+                return rec
+            self.link.enqueue(CLASS_CONTROL, program_topic(self.runner), data)
+            self._pump()
+        return rec
 
 
 # ------------------------------------------------------------------------------------------------ edge

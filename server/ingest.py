@@ -12,6 +12,9 @@ topic             stored as
 ``.../cues``      cues (key = ``time_s`` + code)
 ``.../status``    opens/closes sessions; counters -> sensor stats; transitions -> notes (kind ``status``)
 ``.../control/X`` commands -> notes (kind ``control``, author = X, key = request_id)
+``.../program``   program session records (``upsert_program_session``; key = runner + ``session_key``; a
+                  later message fills in, never erases, pain scores)
+``.../plan``      nothing (the server owns the plan; it is in the store already)
 ================  =====================================================================================
 
 **Ack only what is committed.** The client runs with ``manual_ack=True``: paho does not PUBACK a QoS 1 message
@@ -58,8 +61,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from runform.server.mqtt import (MqttContractError, SCHEMA_CONTROL, SCHEMA_CUE, SCHEMA_METRICS, SCHEMA_STATUS,
-                                 SCHEMA_STEPS, decode_json, decode_raw, parse_topic)
+from runform.server.mqtt import (MqttContractError, SCHEMA_CONTROL, SCHEMA_CUE, SCHEMA_METRICS,
+                                 SCHEMA_PROGRAM_SESSION, SCHEMA_STATUS, SCHEMA_STEPS, decode_json, decode_raw,
+                                 parse_topic)
 from runform.server.storage import SessionStore, StorageError, StorageUnavailableError
 
 __all__ = ["Ingestor", "import_journal_dir", "IngestMessage"]
@@ -335,7 +339,12 @@ class Ingestor:
                 return _Decoded(m, tp.runner, "status", decode_json(m.payload, SCHEMA_STATUS))
             if tp.kind == "control":
                 return _Decoded(m, tp.runner, "control", decode_json(m.payload, SCHEMA_CONTROL), tp.issuer)
-            return None  # control replies: nothing to store
+            if tp.kind == "program":
+                obj = decode_json(m.payload, SCHEMA_PROGRAM_SESSION)
+                if obj["runner"] != tp.runner:
+                    raise MqttContractError(f"record of runner {obj['runner']!r} on {m.topic}")
+                return _Decoded(m, tp.runner, "program", obj)
+            return None  # control replies, the plan: nothing to store
         except MqttContractError as exc:
             self._reject(m, "payload", exc)
             return None
@@ -440,6 +449,10 @@ class Ingestor:
                         self.store.add_note(sid, f"edge {edge} offline: {obj.get('reason')}", kind="status",
                                             author=edge, key=f"status:{edge}:offline:{obj.get('time_unix_s')}")
                         self._end(runner, sid, obj.get("reason") or "edge offline")
+            return
+        if d.kind == "program":  # runner-level (no data session needed): progression reads these
+            self.store.upsert_program_session(obj)
+            self.counters_["program_sessions_stored"] += 1
             return
         if d.kind == "control":
             sid = self._session(runner, create=False)

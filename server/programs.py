@@ -33,6 +33,11 @@ Progression rules (:func:`decide_progression`; pain is 0-10 on a numeric rating 
 
 These follow the common clinical walk-run progressions (pain-monitoring model: <= 2/10 acceptable, symptoms must
 settle by the next morning); the thresholds are parameters of :class:`ProgressionRules`.
+
+Across sessions (docs/mqtt.md "Plans, program sessions and progression"): the server keeps the runner's plan,
+the edge's program session records (``runform.program_session.v1``, stage 1-based) and pain reports;
+:func:`merge_pain` fills in scores the edge did not get, :func:`decide_next` decides from the finished sessions
+since the therapist's last change, :func:`resolve_program` loads a plan's program by NAME only.
 """
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ __all__ = [
     "ProgramError", "Interval", "Stage", "Program", "load_program", "example_programs",
     "ProgressionRules", "SessionRecord", "Decision", "decide_progression",
     "IntervalState", "IntervalChange", "ProgramRunner",
-    "resolve_program", "check_program_name", "history_from_records", "decide_next",
+    "resolve_program", "check_program_name", "merge_pain", "history_from_records", "decide_next",
 ]
 
 PROGRAM_DIR = Path(__file__).with_name("programs")
@@ -211,11 +216,12 @@ class ProgressionRules:
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """One session's tolerance data. ``completed_fraction`` = run time done / planned run time."""
+    """One session's tolerance data. ``completed_fraction`` = run time done / planned run time; ``stage`` is
+    0-based here (1-based on the wire); a pain of None was not reported (the session cannot count as tolerated)."""
 
     stage: int
-    pain_before: int
-    pain_after: int
+    pain_before: int | None
+    pain_after: int | None
     completed_fraction: float = 1.0
     run_steps: int = 0
     impact_sum_g: float = 0.0
@@ -243,10 +249,12 @@ def decide_progression(program: Program, history: Sequence[SessionRecord], pain_
     if not history:
         return Decision("hold", 0, "first session: start at stage 1", False)
     last = history[-1]
-    _check_pain(last.pain_before, "pain_before"), _check_pain(last.pain_after, "pain_after")
+    for v, what in ((last.pain_before, "pain_before"), (last.pain_after, "pain_after")):
+        if v is not None:  # None: not reported (the session cannot count as tolerated)
+            _check_pain(v, what)
     n_stages = len(program.stages)
     stage = min(max(int(last.stage), 0), n_stages - 1)
-    worst = max(last.pain_after, pain_now)
+    worst = max(last.pain_after if last.pain_after is not None else 0, pain_now)
     if worst > rules.pain_hold_max:
         nxt = max(stage - 1, 0)
         return Decision("regress", nxt, f"pain {worst}/10 >= {rules.pain_hold_max + 1}: step back to stage {nxt + 1}",
@@ -254,6 +262,9 @@ def decide_progression(program: Program, history: Sequence[SessionRecord], pain_
     if worst > rules.pain_ok_max:
         return Decision("hold", stage, f"pain {worst}/10 in {rules.pain_ok_max + 1}-{rules.pain_hold_max}: repeat stage",
                         False)
+    if last.pain_after is None or last.pain_before is None:
+        missing = " and ".join(w for w, v in (("before", last.pain_before), ("after", last.pain_after)) if v is None)
+        return Decision("hold", stage, f"pain {missing} the last session not reported: repeat stage", False)
     if pain_now > last.pain_before:
         return Decision("hold", stage, f"pain rose over 24 h ({last.pain_before} -> {pain_now}): repeat stage", False)
     if last.completed_fraction < rules.min_completed_fraction:
@@ -276,9 +287,79 @@ def decide_progression(program: Program, history: Sequence[SessionRecord], pain_
     return Decision("hold", stage, f"tolerated {run} of {program.sessions_to_advance} sessions needed", True)
 
 
-def _tolerated(rec: SessionRecord, pain_next: int, rules: ProgressionRules) -> bool:
+def _tolerated(rec: SessionRecord, pain_next: int | None, rules: ProgressionRules) -> bool:
+    if rec.pain_before is None or rec.pain_after is None or pain_next is None:
+        return False
     return (max(rec.pain_after, pain_next) <= rules.pain_ok_max and pain_next <= rec.pain_before
             and rec.completed_fraction >= rules.min_completed_fraction)
+
+
+def merge_pain(records: Iterable[dict], pain_reports: Iterable[dict] = ()) -> list[dict]:
+    """Program session records (``runform.program_session.v1`` dicts) oldest first, with pain scores the edge
+    did not get filled in from the reports kept by the server (``{pain_0_10, when, time_unix_s}``):
+
+    * ``pain_before`` <- the latest ``before`` report after the previous session's end and up to this
+      session's end (the runner rated before starting, perhaps with no edge running yet);
+    * ``pain_after`` <- the latest ``after`` report from this session's start until the next session's start
+      (rated after the edge stopped).
+
+    A score the edge recorded wins. Returns copies."""
+    recs = sorted((dict(r) for r in records), key=lambda r: (r.get("start_unix_s") or 0.0, r.get("session_key", "")))
+    reps = sorted((r for r in pain_reports if r.get("time_unix_s") is not None), key=lambda r: r["time_unix_s"])
+    for i, r in enumerate(recs):
+        start = r.get("start_unix_s") or 0.0
+        end = max(r.get("end_unix_s") or start, start)
+        prev_end = (recs[i - 1].get("end_unix_s") or recs[i - 1].get("start_unix_s") or 0.0) if i else -math.inf
+        next_start = (recs[i + 1].get("start_unix_s") or math.inf) if i + 1 < len(recs) else math.inf
+        if r.get("pain_before") is None:
+            c = [p for p in reps if p["when"] == "before" and prev_end < p["time_unix_s"] <= end]
+            if c:
+                r["pain_before"] = int(c[-1]["pain_0_10"])
+        if r.get("pain_after") is None:
+            c = [p for p in reps if p["when"] == "after" and start <= p["time_unix_s"] < next_start]
+            if c:
+                r["pain_after"] = int(c[-1]["pain_0_10"])
+    return recs
+
+
+def history_from_records(records: Iterable[dict], *, program: str | None = None,
+                         since_unix_s: float | None = None) -> list[SessionRecord]:
+    """Wire records (merged, oldest first) -> :class:`SessionRecord` s of ``program`` started at or after
+    ``since_unix_s`` (the therapist's last change of the plan: earlier sessions do not count towards it)."""
+    out = []
+    for r in records:
+        if program is not None and r.get("program") != program:
+            continue
+        if since_unix_s is not None and (r.get("start_unix_s") or 0.0) < since_unix_s:
+            continue
+        out.append(SessionRecord(int(r["stage"]) - 1, r.get("pain_before"), r.get("pain_after"),
+                                 float(r.get("completed_fraction") or 0.0), int(r.get("run_steps") or 0),
+                                 float(r.get("impact_sum_g") or 0.0), float(r.get("start_unix_s") or 0.0)))
+    return out
+
+
+def decide_next(program: Program, records: Sequence[dict], pain_now: int, *, current_stage: int,
+                since_unix_s: float | None = None, now_unix_s: float | None = None, active_s: float = 600.0,
+                rules: ProgressionRules = ProgressionRules()) -> Decision:
+    """The decision for the next session of ``program`` from the stored (merged) records and today's pain.
+
+    ``current_stage`` (0-based) is the plan's stage. Sessions still running (not ``final`` and updated within
+    ``active_s``) and sessions before ``since_unix_s`` are left out; without a finished session the plan's
+    stage holds."""
+    import time as _time
+    now = _time.time() if now_unix_s is None else now_unix_s
+    done = [r for r in records if r.get("final") or (r.get("end_unix_s") or 0.0) < now - active_s]
+    hist = history_from_records(done, program=program.name, since_unix_s=since_unix_s)
+    hist = [h for h in hist if 0 <= h.stage < len(program.stages)]
+    if not hist:
+        _check_pain(pain_now, "pain_now")
+        if pain_now > rules.pain_hold_max and current_stage > 0:
+            nxt = current_stage - 1
+            return Decision("regress", nxt, f"pain {pain_now}/10 >= {rules.pain_hold_max + 1} before the first "
+                                            f"session at this stage: step back to stage {nxt + 1}", False)
+        return Decision("hold", current_stage, f"no finished session at stage {current_stage + 1} yet: "
+                                               f"start stage {current_stage + 1}", False)
+    return decide_progression(program, hist, pain_now, rules)
 
 
 # ----------------------------------------------------------------------------------------- live session

@@ -32,7 +32,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from runform.server.auth import (PERM_ANNOTATE, PERM_CONTROL, PERM_EXPORT, PERM_RAW, PERM_READ, ROLE_ADMIN,
                                  TOKEN_KIND_BEARER, TOKEN_KIND_COOKIE, Access, AuthenticationError, TokenError,
                                  TokenInfo, UnknownStudyError, UserStore, UserStoreError, access_for)
-from runform.server.mqtt import COMMAND_ARGS, PayloadError, control_payload, encode_json, validate
+from runform.server.mqtt import (COMMAND_ARGS, PayloadError, control_payload, encode_json, plan_payload, plan_topic,
+                                 validate)
+from runform.server.programs import ProgramError, decide_next, merge_pain, resolve_program
 
 from ._errors import ApiError, error_response, exception_handlers
 from ._exports import available_formats, run_export
@@ -73,6 +75,7 @@ class ApiConfig:
     allowed_origins: tuple[str, ...] = ()  # extra Origins accepted for cookie WebSockets (same host always is)
     dashboards_dir: str | None = None  # default: the runform.dashboards package's static/ folder
     export_dir: str | None = None  # temporary export files (default: system temp)
+    programs_dir: str | None = None  # return-to-run program files (NAME.toml) for plans (then the examples)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -519,7 +522,7 @@ async def put_targets(request: Request) -> Response:
     if not acc.can_command(runner, "set_target_cadence"):
         raise ApiError(403, "forbidden", f"role {info.user.role!r} may not set targets")
     body = await _json_body(request)
-    unknown = set(body) - set(_TARGET_FIELDS) - {"program", "publish"}
+    unknown = set(body) - set(_TARGET_FIELDS) - {"program", "publish", "stage"}
     if unknown:
         raise ApiError(422, "invalid_request", f"unknown fields {sorted(unknown)}")
     by_cmd: dict[str, dict] = {}
@@ -536,12 +539,29 @@ async def put_targets(request: Request) -> Response:
     program = body.get("program")
     if program is not None and (not isinstance(program, str) or len(program) > 200):
         raise ApiError(422, "invalid_request", "program must be a program name (string, at most 200 characters)")
+    stage = body.get("stage")
+    if stage is not None and (not isinstance(stage, int) or isinstance(stage, bool) or stage < 1):
+        raise ApiError(422, "invalid_request", "stage must be an integer >= 1 (1-based)")
     st = _state(request)
     if runner not in await run_in_threadpool(st.users.runner_names):
         raise _not_found("runner", runner)
+    old = await run_in_threadpool(st.users.runner_settings, runner)
+    if program is not None:
+        prog = _program_or_422(st, program or None)
+    else:  # unchanged: a stored name that no longer resolves must not block a change of targets
+        try:
+            prog = resolve_program(old["program"], st.config.programs_dir) if old["program"] else None
+        except ProgramError:
+            prog = None
+    if stage is not None and prog is None:
+        raise ApiError(422, "invalid_request", "stage needs a program")
+    if stage is not None and stage > len(prog.stages):
+        raise ApiError(422, "invalid_request", f"stage {stage} out of range: {prog.name} has {len(prog.stages)} stages")
     targets = {k: v for args in by_cmd.values() for k, v in args.items()}
     settings = await run_in_threadpool(lambda: st.users.set_runner_settings(
-        runner, targets=targets, program=program, set_by=info.user.name))
+        runner, targets=targets, program=prog.name if prog is not None else ("" if program is not None else None),
+        set_by=info.user.name))
+    plan, plan_error = await _set_plan(st, runner, prog, stage, settings["targets"], info.user.name)
     published, live_error = [], None
     if body.get("publish", True) and by_cmd:
         for cmd, args in by_cmd.items():
@@ -551,7 +571,185 @@ async def put_targets(request: Request) -> Response:
             except ApiError as exc:
                 live_error = exc.message
                 break
-    return JSONResponse({**settings, "published": published, "live_error": live_error})
+    return JSONResponse({**settings, "published": published, "live_error": live_error, "plan": plan,
+                         "plan_published": plan_error is None, "plan_error": plan_error})
+
+
+# ------------------------------------------------------------------------------------------------ programs
+_PLAN_TARGETS = ("cadence_spm", "tolerance_spm")
+_PLAN_LIMITS = ("impact_limit_g", "gct_limit_ms", "imbalance_limit_pct")
+
+
+def _program_or_422(st: _AppState, name: str | None):
+    if not name:
+        return None
+    try:
+        return resolve_program(name, st.config.programs_dir)
+    except ProgramError as exc:
+        raise ApiError(422, "unknown_program", str(exc)) from None
+
+
+async def _publish_plan(st: _AppState, runner: str, plan: dict) -> str | None:
+    """The retained plan out to the broker (the store has it already); returns why it could not be sent."""
+    if st.hub is None:
+        return "the server has no MQTT connection configured"
+    try:
+        st.hub.publish(plan_topic(runner), encode_json(plan), qos=1, retain=True)
+    except (ConnectionError, PayloadError) as exc:
+        log.warning("plan of %s stored, not published: %s", runner, exc)
+        return f"MQTT broker not reachable: {exc}"
+    return None
+
+
+async def _set_plan(st: _AppState, runner: str, prog, stage: int | None, targets: dict, set_by: str):
+    """A therapist changed targets/program/stage: the new plan, stored and published (retained)."""
+    stored = await run_in_threadpool(st.sessions.get_plan, runner)
+    old = stored["plan"] if stored else None
+    if prog is None:
+        new_stage = None
+    elif stage is not None:
+        new_stage = stage
+    elif old and old.get("program") == prog.name and old.get("stage"):
+        new_stage = min(int(old["stage"]), len(prog.stages))
+    else:
+        new_stage = 1
+    name = prog.name if prog is not None else None
+    changed = old is None or old.get("program") != name or old.get("stage") != new_stage
+    plan = plan_payload(runner, program=name, stage=new_stage, n_stages=len(prog.stages) if prog else None,
+                        targets={k: targets.get(k) for k in _PLAN_TARGETS},
+                        limits={k: targets.get(k) for k in _PLAN_LIMITS},
+                        decision=None if changed else (old or {}).get("decision"), set_by=set_by)
+    # a therapist's change of program or stage starts a new period: only sessions after it count for progression
+    await run_in_threadpool(lambda: st.sessions.put_plan(runner, plan,
+                                                         since_unix_s=plan["time_unix_s"] if changed else None))
+    return plan, await _publish_plan(st, runner, plan)
+
+
+async def _republish_plans(st: _AppState) -> None:
+    """Publish every stored plan again (retained): the broker may have restarted without persistence."""
+    try:
+        plans = await run_in_threadpool(st.sessions.list_plans)
+        for p in plans:
+            await _publish_plan(st, p["runner"], p["plan"])
+        if plans:
+            log.info("re-published %d stored plan(s)", len(plans))
+    except Exception:  # the next connect tries again
+        log.exception("re-publishing stored plans failed")
+
+
+async def _program_history(st: _AppState, runner: str) -> tuple[list[dict], list[dict]]:
+    records = await run_in_threadpool(lambda: st.sessions.list_program_sessions(runner, limit=200))
+    reports = await run_in_threadpool(lambda: st.sessions.list_pain_reports(runner, limit=1000))
+    return merge_pain(records, reports), reports
+
+
+def _decision_json(d, from_stage: int, pain_now: int) -> dict:
+    return {"action": d.action, "reason": d.reason, "from_stage": from_stage, "to_stage": d.next_stage + 1,
+            "pain_now": pain_now}
+
+
+async def _current_plan(st: _AppState, runner: str) -> tuple[dict | None, float | None, bool]:
+    """(plan, since_unix_s, stored). Without a stored plan, a program assigned before plans existed (the user
+    store's setting) gives one: the stage the runner's edge reports running, else 1 (not stored until used)."""
+    stored = await run_in_threadpool(st.sessions.get_plan, runner)
+    if stored is not None:
+        return stored["plan"], stored.get("since_unix_s"), True
+    settings = await run_in_threadpool(st.users.runner_settings, runner)
+    if not settings.get("program"):
+        return None, None, False
+    try:
+        prog = resolve_program(settings["program"], st.config.programs_dir)
+    except ProgramError:
+        return None, None, False
+    live = ((st.hub.status.get(runner) if st.hub else None) or {}).get("program") or {}
+    stage = live.get("stage") if live.get("name") == prog.name else None
+    stage = stage if isinstance(stage, int) and 1 <= stage <= len(prog.stages) else 1
+    t = settings.get("targets") or {}
+    plan = plan_payload(runner, program=prog.name, stage=stage, n_stages=len(prog.stages),
+                        targets={k: t.get(k) for k in _PLAN_TARGETS}, limits={k: t.get(k) for k in _PLAN_LIMITS},
+                        set_by=settings.get("set_by"), time_unix_s=settings.get("set_unix_s"))
+    return plan, settings.get("set_unix_s"), False
+
+
+async def _runner_known(st: _AppState, runner: str) -> None:
+    if runner in await run_in_threadpool(st.users.runner_names):
+        return
+    if await run_in_threadpool(st.sessions.get_runner, runner) is None:
+        raise _not_found("runner", runner)
+
+
+async def get_program(request: Request) -> Response:
+    acc, _ = await _auth(request)
+    runner = request.path_params["runner"]
+    _need(acc, PERM_READ, runner)
+    st = _state(request)
+    await _runner_known(st, runner)
+    plan, since, plan_stored = await _current_plan(st, runner)
+    history, reports = await _program_history(st, runner)
+    nxt = None
+    if plan and plan.get("program") and plan.get("stage"):
+        try:
+            prog = resolve_program(plan["program"], st.config.programs_dir)
+        except ProgramError:
+            prog = None
+        # preview: the decision if the next rating equals the newest pain known (a report or the last record's)
+        known = [(r["time_unix_s"], r["pain_0_10"]) for r in reports] + \
+            [(h.get("end_unix_s") or 0.0, h["pain_after"]) for h in history if h.get("pain_after") is not None]
+        if prog is not None and known:
+            pain_now = max(known, key=lambda x: x[0])[1]
+            d = decide_next(prog, history, pain_now, current_stage=int(plan["stage"]) - 1, since_unix_s=since)
+            nxt = _decision_json(d, int(plan["stage"]), pain_now)
+    return JSONResponse({"runner": runner, "plan": plan, "plan_stored": plan_stored, "history": history, "next": nxt,
+                         "pain_reports": reports[-50:], "since_unix_s": since})
+
+
+async def post_pain(request: Request) -> Response:
+    acc, info = await _auth(request)
+    runner = request.path_params["runner"]
+    _need(acc, PERM_CONTROL, runner)
+    if not acc.can_command(runner, "report_pain"):
+        raise ApiError(403, "forbidden", f"role {info.user.role!r} may not report pain for {runner!r}")
+    body = await _json_body(request)
+    unknown = set(body) - {"pain_0_10", "when"}
+    if unknown:
+        raise ApiError(422, "invalid_request", f"unknown fields {sorted(unknown)}")
+    try:
+        validate(body, COMMAND_ARGS["report_pain"], "$", "report_pain")
+    except PayloadError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    pain, when = body["pain_0_10"], body["when"]
+    st = _state(request)
+    await _runner_known(st, runner)
+    # durable first: the score is kept even if no edge runs or the broker is down
+    rid = await run_in_threadpool(lambda: st.sessions.add_pain_report(runner, pain, when, author=info.user.name))
+    forwarded, live_error = None, None
+    try:
+        request_id, _ = await _publish(st, runner, info.user.name, "report_pain", {"pain_0_10": pain, "when": when}, 0)
+        forwarded = request_id
+    except ApiError as exc:
+        live_error = exc.message
+    decision = plan = plan_error = None
+    old, since, plan_stored = await _current_plan(st, runner)
+    if when == "before" and old and old.get("program") and old.get("stage"):
+        try:
+            prog = resolve_program(old["program"], st.config.programs_dir)
+        except ProgramError as exc:
+            prog, plan_error = None, f"no decision: {exc}"
+        if prog is not None:
+            history, _ = await _program_history(st, runner)
+            cur = min(int(old["stage"]), len(prog.stages))
+            d = decide_next(prog, history, pain, current_stage=cur - 1, since_unix_s=since)
+            decision = _decision_json(d, cur, pain)
+            plan = plan_payload(runner, program=prog.name, stage=d.next_stage + 1, n_stages=len(prog.stages),
+                                targets=old.get("targets"), limits=old.get("limits"), decision=decision,
+                                set_by="progression")
+            await run_in_threadpool(lambda: st.sessions.put_plan(runner, plan, since_unix_s=since))
+            plan_error = await _publish_plan(st, runner, plan)
+            log.info("progression %s: %s stage %d -> %d (%s)", runner, d.action, cur, d.next_stage + 1, d.reason)
+    return JSONResponse({"stored": {"id": rid, "runner": runner, "pain_0_10": pain, "when": when,
+                                    "author": info.user.name},
+                         "forwarded_request_id": forwarded, "live_error": live_error, "decision": decision,
+                         "plan": plan, "plan_error": plan_error})
 
 
 # ------------------------------------------------------------------------------------------------ studies
@@ -840,11 +1038,22 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", f"{_P}/runners/{{runner}}/targets", get_targets,
              "Current targets/program (stored) and the edge's live status"),
     ApiRoute("PUT", f"{_P}/runners/{{runner}}/targets", put_targets,
-             "Set targets/limits/program (therapist, admin); sent to the edge as control commands",
+             "Set targets/limits/program/stage (therapist, admin); sent to the edge as control commands and as "
+             "the runner's retained plan (runform/v1/{runner}/plan)",
              body={"type": "object", "properties": {
                  "cadence_spm": _NUMN, "tolerance_spm": _NUMN, "impact_limit_g": _NUMN, "gct_limit_ms": _NUMN,
                  "imbalance_limit_pct": _NUMN, "program": {"type": ["string", "null"]},
+                 "stage": {"type": ["integer", "null"], "minimum": 1, "description": "1-based"},
                  "publish": {"type": "boolean"}}}, responses=(200, 403, 404, 422)),
+    ApiRoute("GET", f"{_P}/runners/{{runner}}/program", get_program,
+             "Return-to-run program: the current plan (retained runform.plan.v1), the program session history "
+             "(newest last, pain merged from reports) and a preview of the next decision", responses=(200, 404)),
+    ApiRoute("POST", f"{_P}/runners/{{runner}}/pain", post_pain,
+             "Report a pain score (runner itself, therapist, admin): stored, forwarded to the edge; 'before' runs "
+             "the progression rules and publishes the new plan",
+             body={"type": "object", "required": ["pain_0_10", "when"], "additionalProperties": False,
+                   "properties": {"pain_0_10": {"type": "integer", "minimum": 0, "maximum": 10},
+                                  "when": {"enum": ["before", "after"]}}}, responses=(200, 403, 404, 422)),
     ApiRoute("POST", f"{_P}/runners/{{runner}}/control", send_control,
              "Send a runform.control.v1 command to the runner's edge (as the logged-in user) and wait for "
              "the reply up to wait_s",
@@ -1017,6 +1226,8 @@ def create_app(users: UserStore, sessions: Any, *, config: ApiConfig | None = No
 
     @asynccontextmanager
     async def lifespan(app):
+        if hub is not None:  # the store holds every plan: after a broker restart they are retained again
+            hub.on_connected.append(lambda: asyncio.ensure_future(_republish_plans(app.state.rf)))
         if hub is not None and manage_hub:
             await hub.start()
         try:

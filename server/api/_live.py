@@ -35,7 +35,7 @@ __all__ = ["LiveHub", "LiveClient", "LIVE_KINDS", "RAW_FRAME_MAGIC"]
 
 log = logging.getLogger("runform.api.live")
 
-LIVE_KINDS = ("steps", "metrics", "cues", "status", "control", "reply", "raw")
+LIVE_KINDS = ("steps", "metrics", "cues", "status", "control", "reply", "raw", "plan", "program")
 DEFAULT_KINDS = frozenset({"steps", "metrics", "cues", "status", "reply"})
 RAW_FRAME_MAGIC = b"RFW1"
 _ROOT_FILTER = "runform/v1/#"
@@ -90,6 +90,7 @@ class LiveHub:
         c.on_message = self._on_message
         self._client = c
         self.last_error: str | None = None
+        self.on_connected: list = []  # callables run in the event loop after every (re)connect
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -119,6 +120,13 @@ class LiveHub:
         client.subscribe(_ROOT_FILTER, qos=1)
         self._connected.set()
         log.info("live hub connected to %s:%s", self.settings.host, self.settings.port)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            for f in self.on_connected:
+                try:
+                    loop.call_soon_threadsafe(f)
+                except RuntimeError:  # loop shutting down
+                    pass
 
     def _on_disconnect(self, client, userdata, flags, rc, props) -> None:
         self._connected.clear()
@@ -204,6 +212,16 @@ class LiveHub:
         except asyncio.TimeoutError:
             self._waiters.pop(key, None)
             return None
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish as the server's own (service) account, e.g. a runner's retained plan; ConnectionError when the
+        broker is not reachable (the caller keeps its own durable copy)."""
+        if not self.connected:
+            raise ConnectionError(self.last_error or "not connected to the MQTT broker")
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
+        self.counters["published"] += 1
 
     def stats(self) -> dict:
         return {"connected": self.connected, "clients": len(self.clients), **self.counters,

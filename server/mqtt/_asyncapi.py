@@ -24,6 +24,13 @@ _CHANNELS = [
      "application/json", False),
     ("reply", "runform/v1/{runner}/control/reply", "runform.control_reply.v1", "control",
      "One reply per control message (accepted or rejected with a reason).", ("runner",), "application/json", True),
+    ("plan", "runform/v1/{runner}/plan", "runform.plan.v1", "control",
+     "Retained return-to-run plan (program, 1-based stage, targets, limits, last decision); written by the server "
+     "only (ACL); the edge applies it and answers rejections on control/reply.", ("runner",), "application/json",
+     False),
+    ("program", "runform/v1/{runner}/program", "runform.program_session.v1", "control",
+     "Program session record (pain before/after, run time, load), upserted by session_key; final=true at the end.",
+     ("runner",), "application/json", True),
 ]
 
 _PARAMS = {"runner": "Runner id (user name of the runner).", "sensor": "Sensor site/name, e.g. sacrum, foot_left.",
@@ -80,7 +87,7 @@ def asyncapi_dict() -> dict:
             msg["payload"] = {"type": "string", "format": "binary"}
         if cls:
             pol = CLASSES[cls]
-            msg["bindings"] = {"mqtt": {"qos": pol.qos, "retain": cid == "status", "bindingVersion": "0.2.0"}}
+            msg["bindings"] = {"mqtt": {"qos": pol.qos, "retain": cid in ("status", "plan"), "bindingVersion": "0.2.0"}}
         messages[msg_name] = msg
         channels[cid] = {"address": addr, "messages": {msg_name: {"$ref": f"#/components/messages/{msg_name}"}},
                          "parameters": {p: {"description": _PARAMS[p]} for p in params}}

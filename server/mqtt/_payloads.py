@@ -9,7 +9,8 @@ import numpy as np
 
 from runform.dsp import ACTIVITY_NAMES, SIDE_LEFT, SIDE_RIGHT
 
-from ._schema import SCHEMA_CONTROL, SCHEMA_CUE, SCHEMA_REPLY, SCHEMA_STATUS, SCHEMA_STEPS
+from ._schema import (SCHEMA_CONTROL, SCHEMA_CUE, SCHEMA_PLAN, SCHEMA_PROGRAM_SESSION, SCHEMA_REPLY, SCHEMA_STATUS,
+                      SCHEMA_STEPS)
 
 _STEP_FLOAT_FIELDS = ("ic_s", "tc_s", "gct_ms", "flight_ms", "step_time_ms", "cadence_spm", "cadence_smoothed_spm",
                       "duty_factor", "peak_accel_g", "loading_rate_gps", "peak_vgrf_bw")
@@ -63,3 +64,28 @@ def reply_payload(runner: str, *, ok: bool, request_id: str | None, command: str
                   reason: str | None = None, state: dict | None = None) -> dict:
     return {"schema": SCHEMA_REPLY, "runner": runner, "request_id": request_id, "command": command,
             "issuer": issuer, "ok": bool(ok), "reason": reason, "time_unix_s": time.time(), "state": state or {}}
+
+
+def plan_payload(runner: str, *, program: str | None, stage: int | None, n_stages: int | None,
+                 targets: dict | None = None, limits: dict | None = None, decision: dict | None = None,
+                 set_by: str | None = None, time_unix_s: float | None = None) -> dict:
+    """``runform.plan.v1`` (``stage`` 1-based). ``targets``: cadence_spm, tolerance_spm; ``limits``:
+    impact_limit_g, gct_limit_ms, imbalance_limit_pct (missing keys -> null: the edge keeps its own)."""
+    t, lim = dict(targets or {}), dict(limits or {})
+    return {"schema": SCHEMA_PLAN, "runner": runner, "program": program, "stage": stage, "n_stages": n_stages,
+            "targets": {k: t.get(k) for k in ("cadence_spm", "tolerance_spm")},
+            "limits": {k: lim.get(k) for k in ("impact_limit_g", "gct_limit_ms", "imbalance_limit_pct")},
+            "decision": decision, "set_by": set_by, "time_unix_s": time.time() if time_unix_s is None else time_unix_s}
+
+
+def program_session_payload(runner: str, session_key: str, *, program: str, stage: int, pain_before: int | None,
+                            pain_after: int | None, completed_fraction: float, run_time_s: float,
+                            planned_run_time_s: float, run_steps: int, impact_sum_g: float, start_unix_s: float,
+                            end_unix_s: float, final: bool) -> dict:
+    """``runform.program_session.v1`` (``stage`` 1-based)."""
+    return {"schema": SCHEMA_PROGRAM_SESSION, "runner": runner, "session_key": session_key, "program": program,
+            "stage": int(stage), "pain_before": pain_before, "pain_after": pain_after,
+            "completed_fraction": round(min(1.0, max(0.0, float(completed_fraction))), 4),
+            "run_time_s": round(float(run_time_s), 3), "planned_run_time_s": round(float(planned_run_time_s), 3),
+            "run_steps": int(run_steps), "impact_sum_g": round(float(impact_sum_g), 3),
+            "start_unix_s": float(start_unix_s), "end_unix_s": float(end_unix_s), "final": bool(final)}

@@ -18,6 +18,8 @@ SCHEMA_CUE = "runform.cue.v1"
 SCHEMA_STATUS = "runform.status.v1"
 SCHEMA_CONTROL = "runform.control.v1"
 SCHEMA_REPLY = "runform.control_reply.v1"
+SCHEMA_PLAN = "runform.plan.v1"
+SCHEMA_PROGRAM_SESSION = "runform.program_session.v1"
 
 MAX_JSON_BYTES = 256 * 1024
 MAX_CONTROL_BYTES = 4096
@@ -76,6 +78,26 @@ INTERVAL = {"type": ["object", "null"], "properties": {
     "target_cadence_spm": _NUM, "impact_limit_g": _NUM, "stage": {"type": ["integer", "null"]},
     "program": {"type": ["string", "null"]}}, "additionalProperties": False}
 
+PROGRAM_STATE = {"type": ["object", "null"], "description": "the return-to-run program the edge runs (null: none)",
+                 "properties": {
+                     "name": {"type": "string"}, "title": {"type": "string"},
+                     "stage": {"type": "integer", "minimum": 1, "description": "1-based"},
+                     "n_stages": {"type": "integer", "minimum": 1}, "stage_name": {"type": "string"},
+                     "source": {"enum": ["plan", "cli"], "description": "the server's plan or the command line"},
+                     "session_key": {"type": "string"}, "finished": {"type": "boolean"}},
+                 "additionalProperties": False}
+
+_PAIN = {"type": ["integer", "null"], "minimum": 0, "maximum": 10}
+_PLAN_TARGETS = _obj({"cadence_spm": {"type": ["number", "null"], "minimum": 60, "maximum": 240},
+                      "tolerance_spm": {"type": ["number", "null"], "minimum": 1, "maximum": 30}}, [])
+_PLAN_LIMITS = _obj({"impact_limit_g": {"type": ["number", "null"], "minimum": 1, "maximum": 30},
+                     "gct_limit_ms": {"type": ["number", "null"], "minimum": 100, "maximum": 600},
+                     "imbalance_limit_pct": {"type": ["number", "null"], "minimum": 1, "maximum": 50}}, [])
+_DECISION = {"type": ["object", "null"], "properties": {
+    "action": {"enum": ["advance", "hold", "regress"]}, "reason": {"type": "string", "maxLength": 300},
+    "from_stage": {"type": ["integer", "null"], "minimum": 1}, "to_stage": {"type": ["integer", "null"], "minimum": 1},
+    "pain_now": _PAIN}, "required": ["action", "reason"], "additionalProperties": False}
+
 SCHEMAS: dict[str, dict] = {
     SCHEMA_STEPS: _obj({
         "schema": {"const": SCHEMA_STEPS}, "runner": {"type": "string"}, "sensor": {"type": "string"},
@@ -118,6 +140,7 @@ SCHEMAS: dict[str, dict] = {
         "counters": {"type": "object"},
         "links": {"type": "array", "maxItems": 16, "items": LINK_ITEM,
                   "description": "health of each sensor link of the runner (battery, loss, reconnects ...)"},
+        "program": PROGRAM_STATE,
     }, ["schema", "runner", "state", "edge_id", "time_unix_s"],
         desc="Retained. The edge sets an 'offline' last will on every connection."),
     SCHEMA_CONTROL: _obj({
@@ -134,6 +157,30 @@ SCHEMAS: dict[str, dict] = {
         "reason": {"type": ["string", "null"]}, "time_unix_s": {"type": "number"},
         "state": {"type": "object"},
     }, ["schema", "runner", "ok", "time_unix_s"], desc="Answer to every control message, accepted or not."),
+    SCHEMA_PLAN: _obj({
+        "schema": {"const": SCHEMA_PLAN}, "runner": {"type": "string"},
+        "program": {"type": ["string", "null"], "maxLength": 64, "description": "program name (null: none)"},
+        "stage": {"type": ["integer", "null"], "minimum": 1, "description": "1-based stage to run next"},
+        "n_stages": {"type": ["integer", "null"], "minimum": 1},
+        "targets": _PLAN_TARGETS, "limits": _PLAN_LIMITS, "decision": _DECISION,
+        "set_by": {"type": ["string", "null"], "description": "user who changed it, or 'progression'"},
+        "time_unix_s": {"type": "number"},
+    }, ["schema", "runner", "program", "stage", "targets", "limits", "time_unix_s"],
+        desc="Retained, written by the server only: what the runner's next session runs."),
+    SCHEMA_PROGRAM_SESSION: _obj({
+        "schema": {"const": SCHEMA_PROGRAM_SESSION}, "runner": {"type": "string"},
+        "session_key": {"type": "string", "minLength": 1, "maxLength": 128,
+                        "description": "the edge session (edge_id of the status; one record per program run)"},
+        "program": {"type": "string", "maxLength": 64}, "stage": {"type": "integer", "minimum": 1},
+        "pain_before": _PAIN, "pain_after": _PAIN,
+        "completed_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+        "run_time_s": {"type": "number", "minimum": 0}, "planned_run_time_s": {"type": "number", "minimum": 0},
+        "run_steps": {"type": "integer", "minimum": 0},
+        "impact_sum_g": {"type": "number", "minimum": 0, "description": "sum of per-step peaks of running steps"},
+        "start_unix_s": {"type": "number"}, "end_unix_s": {"type": "number"}, "final": {"type": "boolean"},
+    }, ["schema", "runner", "session_key", "program", "stage", "pain_before", "pain_after", "completed_fraction",
+        "run_time_s", "planned_run_time_s", "run_steps", "impact_sum_g", "start_unix_s", "end_unix_s", "final"],
+        desc="One program session's load and pain (upserted by session_key; final=true at the end)."),
 }
 
 #: Per-command ``args`` schemas and which roles may send the command.

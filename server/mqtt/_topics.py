@@ -9,6 +9,8 @@
     runform/v1/{runner}/status              JSON, retained, last will  (edge -> *)
     runform/v1/{runner}/control/{issuer}    JSON commands in           (therapist/runner/service -> edge)
     runform/v1/{runner}/control/reply       JSON replies               (edge -> *)
+    runform/v1/{runner}/plan                JSON, retained             (server -> edge, dashboards)
+    runform/v1/{runner}/program             JSON program session record (edge -> ingest)
 
 ``{issuer}`` is the MQTT user name of whoever sends the command; the broker ACL lets user X write only
 ``.../control/X``, so the edge learns a broker-verified issuer from the topic (payload fields can be forged).
@@ -26,6 +28,7 @@ RESERVED_LEVELS = frozenset({"raw", "steps", "metrics", "cues", "status", "contr
 
 KIND_RAW, KIND_STEPS, KIND_METRICS, KIND_CUES, KIND_STATUS, KIND_CONTROL, KIND_REPLY = (
     "raw", "steps", "metrics", "cues", "status", "control", "reply")
+KIND_PLAN, KIND_PROGRAM = "plan", "program"
 
 
 def check_level(value: str, what: str) -> str:
@@ -55,6 +58,16 @@ def cues_topic(runner: str) -> str:
 
 def status_topic(runner: str) -> str:
     return f"{ROOT}/{check_level(runner, 'runner')}/status"
+
+
+def plan_topic(runner: str) -> str:
+    """The runner's return-to-run plan (``runform.plan.v1``), retained, written by the server only."""
+    return f"{ROOT}/{check_level(runner, 'runner')}/plan"
+
+
+def program_topic(runner: str) -> str:
+    """Program session records (``runform.program_session.v1``) from the edge."""
+    return f"{ROOT}/{check_level(runner, 'runner')}/program"
 
 
 def control_topic(runner: str, issuer: str) -> str:
@@ -96,7 +109,7 @@ def parse_topic(topic: str) -> TopicParts:
     try:
         check_level(runner, "runner")
         rest = parts[3:]
-        if len(rest) == 1 and rest[0] in (KIND_METRICS, KIND_CUES, KIND_STATUS):
+        if len(rest) == 1 and rest[0] in (KIND_METRICS, KIND_CUES, KIND_STATUS, KIND_PLAN, KIND_PROGRAM):
             return TopicParts(runner, rest[0])
         if len(rest) == 2 and rest[0] == KIND_CONTROL:
             if rest[1] == KIND_REPLY:

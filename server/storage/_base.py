@@ -308,6 +308,44 @@ class SessionStore(abc.ABC):
     def session_summary(self, session_id: str) -> dict:
         """Counts and headline figures: duration, per-sensor samples, steps, cadence, GCT L/R, cues, notes."""
 
+    # ---- return-to-run programs (runner-level: kept whether or not a data session exists)
+    @abc.abstractmethod
+    def upsert_program_session(self, record: Mapping[str, Any]) -> dict:
+        """Store a ``runform.program_session.v1`` record, keyed by (``runner``, ``session_key``); the runner is
+        not required to exist. An update never loses what is stored: a pain that is null in the update keeps
+        the stored score, ``final`` never goes back to false, and an older update (smaller ``end_unix_s``, e.g.
+        an MQTT redelivery) changes nothing else. Returns the stored record (wire field names)."""
+
+    @abc.abstractmethod
+    def list_program_sessions(self, runner_id: str, *, program: str | None = None,
+                              limit: int | None = None) -> list[dict]:
+        """Program session records of a runner, oldest first (by ``start_unix_s``); ``limit``: the newest N."""
+
+    @abc.abstractmethod
+    def add_pain_report(self, runner_id: str, pain_0_10: int, when: str, *, author: str | None = None,
+                        time_unix_s: float | None = None, session_key: str | None = None) -> int:
+        """A pain score (0-10, ``when`` "before" | "after" a session) as reported, durable at once; returns its
+        id. Kept independently of any edge or session (merged into records by ``programs.merge_pain``)."""
+
+    @abc.abstractmethod
+    def list_pain_reports(self, runner_id: str, *, since_unix_s: float | None = None,
+                          limit: int | None = None) -> list[dict]:
+        """``{id, runner, pain_0_10, when, time_unix_s, author, session_key}`` oldest first; ``limit``: newest N."""
+
+    @abc.abstractmethod
+    def put_plan(self, runner_id: str, plan: Mapping[str, Any], *, since_unix_s: float | None = None) -> None:
+        """Store the runner's current ``runform.plan.v1`` (replaces the previous one). ``since_unix_s``: start
+        of the period whose sessions count for progression (set when a therapist changes program or stage;
+        None keeps the stored one)."""
+
+    @abc.abstractmethod
+    def get_plan(self, runner_id: str) -> dict | None:
+        """``{"plan": dict, "since_unix_s": float | None, "updated_unix_s": float}`` or None."""
+
+    @abc.abstractmethod
+    def list_plans(self) -> list[dict]:
+        """Every stored plan (``get_plan`` dicts plus ``runner``), e.g. to re-publish them after a broker restart."""
+
     # ---- plumbing
     @abc.abstractmethod
     def transaction(self) -> contextlib.AbstractContextManager:

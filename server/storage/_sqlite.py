@@ -83,7 +83,26 @@ CREATE TABLE IF NOT EXISTS notes (
     meta_json TEXT NOT NULL DEFAULT '{{}}', dedup_key TEXT);
 CREATE INDEX IF NOT EXISTS notes_by_session ON notes(session_id, time_s);
 CREATE UNIQUE INDEX IF NOT EXISTS notes_dedup ON notes(session_id, dedup_key) WHERE dedup_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS program_sessions (
+    runner_id TEXT NOT NULL, session_key TEXT NOT NULL, program TEXT NOT NULL, stage INTEGER NOT NULL,
+    pain_before INTEGER, pain_after INTEGER, completed_fraction REAL, run_time_s REAL, planned_run_time_s REAL,
+    run_steps INTEGER, impact_sum_g REAL, start_unix_s REAL, end_unix_s REAL, final INTEGER NOT NULL DEFAULT 0,
+    updated_unix_s REAL NOT NULL,
+    PRIMARY KEY (runner_id, session_key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS program_sessions_by_start ON program_sessions(runner_id, start_unix_s);
+CREATE TABLE IF NOT EXISTS pain_reports (
+    id INTEGER PRIMARY KEY, runner_id TEXT NOT NULL, time_unix_s REAL NOT NULL, pain_0_10 INTEGER NOT NULL,
+    when_reported TEXT NOT NULL, author TEXT, session_key TEXT);
+CREATE INDEX IF NOT EXISTS pain_reports_by_runner ON pain_reports(runner_id, time_unix_s);
+CREATE TABLE IF NOT EXISTS program_plans (
+    runner_id TEXT PRIMARY KEY, plan_json TEXT NOT NULL, since_unix_s REAL, updated_unix_s REAL NOT NULL);
 """
+# Tables added after schema version 1 (program_sessions, pain_reports, program_plans) are additive: the
+# CREATE ... IF NOT EXISTS above runs at every open, which migrates an existing database in place.
+
+_PROGRAM_COLS = ("runner_id", "session_key", "program", "stage", "pain_before", "pain_after", "completed_fraction",
+                 "run_time_s", "planned_run_time_s", "run_steps", "impact_sum_g", "start_unix_s", "end_unix_s",
+                 "final", "updated_unix_s")
 
 
 def _i64(v: int) -> int:
@@ -770,6 +789,110 @@ class SqliteStore(SessionStore):
                  "meta": json.loads(r[6])}
                 for r in self._q("SELECT id, time_s, created_unix_s, kind, author, text, meta_json FROM notes "
                                  "WHERE session_id=? ORDER BY COALESCE(time_s, -1e300), id", (session_id,))]
+
+    # ------------------------------------------------------------------------------------------ programs
+    @staticmethod
+    def _program_row(r) -> dict:
+        d = dict(zip(_PROGRAM_COLS, r))
+        d["runner"] = d.pop("runner_id")
+        d["final"] = bool(d["final"])
+        return d
+
+    def upsert_program_session(self, record) -> dict:
+        rec = dict(record)
+        for k in ("runner", "session_key", "program", "stage"):
+            if rec.get(k) is None:
+                raise ValueError(f"program session record needs {k!r}")
+        for k in ("pain_before", "pain_after"):
+            v = rec.get(k)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 10):
+                raise ValueError(f"{k} must be an integer 0..10 or null, got {v!r}")
+        key = (str(rec["runner"]), str(rec["session_key"]))
+        with self._tx() as conn:
+            old = conn.execute(f"SELECT {', '.join(_PROGRAM_COLS)} FROM program_sessions "
+                               "WHERE runner_id=? AND session_key=?", key).fetchone()
+            new = {"runner_id": key[0], "session_key": key[1], "program": str(rec["program"]),
+                   "stage": int(rec["stage"]), "pain_before": rec.get("pain_before"),
+                   "pain_after": rec.get("pain_after"), "completed_fraction": _f(rec.get("completed_fraction")),
+                   "run_time_s": _f(rec.get("run_time_s")), "planned_run_time_s": _f(rec.get("planned_run_time_s")),
+                   "run_steps": None if rec.get("run_steps") is None else int(rec["run_steps"]),
+                   "impact_sum_g": _f(rec.get("impact_sum_g")), "start_unix_s": _f(rec.get("start_unix_s")),
+                   "end_unix_s": _f(rec.get("end_unix_s")), "final": int(bool(rec.get("final"))),
+                   "updated_unix_s": time.time()}
+            if old is not None:
+                od = dict(zip(_PROGRAM_COLS, old))
+                if (new["end_unix_s"] or -math.inf) < (od["end_unix_s"] or -math.inf):
+                    # an older update (redelivered): only what it adds (a pain, final) counts
+                    new = {**od, "pain_before": od["pain_before"] if od["pain_before"] is not None
+                           else new["pain_before"], "pain_after": od["pain_after"] if od["pain_after"] is not None
+                           else new["pain_after"], "final": int(bool(od["final"]) or bool(new["final"])),
+                           "updated_unix_s": new["updated_unix_s"]}
+                else:
+                    for k in ("pain_before", "pain_after"):
+                        if new[k] is None:
+                            new[k] = od[k]
+                    new["final"] = int(bool(od["final"]) or bool(new["final"]))
+            conn.execute(f"INSERT OR REPLACE INTO program_sessions ({', '.join(_PROGRAM_COLS)}) VALUES "
+                         f"({', '.join('?' * len(_PROGRAM_COLS))})", tuple(new[c] for c in _PROGRAM_COLS))
+        return self._program_row(tuple(new[c] for c in _PROGRAM_COLS))
+
+    def list_program_sessions(self, runner_id, *, program=None, limit=None) -> list[dict]:
+        sql = f"SELECT {', '.join(_PROGRAM_COLS)} FROM program_sessions WHERE runner_id=?"
+        args: list = [runner_id]
+        if program is not None:
+            sql += " AND program=?"
+            args.append(program)
+        sql += " ORDER BY COALESCE(start_unix_s, 0) DESC, session_key DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [self._program_row(r) for r in reversed(self._q(sql, tuple(args)))]
+
+    def add_pain_report(self, runner_id, pain_0_10, when, *, author=None, time_unix_s=None, session_key=None) -> int:
+        if not isinstance(pain_0_10, int) or isinstance(pain_0_10, bool) or not 0 <= pain_0_10 <= 10:
+            raise ValueError(f"pain_0_10 must be an integer 0..10, got {pain_0_10!r}")
+        if when not in ("before", "after"):
+            raise ValueError(f"when must be 'before' or 'after', got {when!r}")
+        with self._tx() as conn:
+            cur = conn.execute("INSERT INTO pain_reports (runner_id, time_unix_s, pain_0_10, when_reported, author, "
+                               "session_key) VALUES (?,?,?,?,?,?)",
+                               (runner_id, time.time() if time_unix_s is None else float(time_unix_s), pain_0_10,
+                                when, author, session_key))
+            return int(cur.lastrowid)
+
+    def list_pain_reports(self, runner_id, *, since_unix_s=None, limit=None) -> list[dict]:
+        sql = ("SELECT id, runner_id, pain_0_10, when_reported, time_unix_s, author, session_key FROM pain_reports "
+               "WHERE runner_id=?")
+        args: list = [runner_id]
+        if since_unix_s is not None:
+            sql += " AND time_unix_s >= ?"
+            args.append(float(since_unix_s))
+        sql += " ORDER BY time_unix_s DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [{"id": r[0], "runner": r[1], "pain_0_10": r[2], "when": r[3], "time_unix_s": r[4], "author": r[5],
+                 "session_key": r[6]} for r in reversed(self._q(sql, tuple(args)))]
+
+    def put_plan(self, runner_id, plan, *, since_unix_s=None) -> None:
+        with self._tx() as conn:
+            if since_unix_s is None:
+                r = conn.execute("SELECT since_unix_s FROM program_plans WHERE runner_id=?", (runner_id,)).fetchone()
+                since_unix_s = r[0] if r is not None else None
+            conn.execute("INSERT OR REPLACE INTO program_plans VALUES (?,?,?,?)",
+                         (runner_id, json.dumps(dict(plan), sort_keys=True), _f(since_unix_s), time.time()))
+
+    def get_plan(self, runner_id) -> dict | None:
+        rows = self._q("SELECT plan_json, since_unix_s, updated_unix_s FROM program_plans WHERE runner_id=?",
+                       (runner_id,))
+        if not rows:
+            return None
+        return {"plan": json.loads(rows[0][0]), "since_unix_s": rows[0][1], "updated_unix_s": rows[0][2]}
+
+    def list_plans(self) -> list[dict]:
+        return [{"runner": r[0], "plan": json.loads(r[1]), "since_unix_s": r[2], "updated_unix_s": r[3]}
+                for r in self._q("SELECT runner_id, plan_json, since_unix_s, updated_unix_s FROM program_plans "
+                                 "ORDER BY runner_id")]
 
     # ------------------------------------------------------------------------------------------ summary
     def session_summary(self, session_id) -> dict:

@@ -343,7 +343,8 @@ def test_control_goes_out_as_the_user(live_client, mqtt_client):
                             json={"command": "pause", "wait_s": 2}).status_code == 200
     # targets: stored and published as set_target_cadence + set_limits
     r = live_client.put("/api/v1/runners/alice/targets", headers=hpt,
-                        json={"cadence_spm": 168, "tolerance_spm": 4, "impact_limit_g": 6, "program": "walk-run"})
+                        json={"cadence_spm": 168, "tolerance_spm": 4, "impact_limit_g": 6,
+                              "program": "walk-run-beginner"})
     assert r.status_code == 200, r.text
     assert r.json()["targets"] == {"cadence_spm": 168, "tolerance_spm": 4, "impact_limit_g": 6}
     assert {p["command"] for p in r.json()["published"]} == {"set_target_cadence", "set_limits"}
@@ -353,5 +354,5 @@ def test_control_goes_out_as_the_user(live_client, mqtt_client):
     cmds = [json.loads(p)["command"] for t, p in edge.got(lambda t: t == control_topic("alice", "pt"))]
     assert cmds.count("set_limits") == 1
     got = live_client.get("/api/v1/runners/alice/targets", headers=hpt).json()
-    assert got["program"] == "walk-run" and got["set_by"] == "pt"
+    assert got["program"] == "walk-run-beginner" and got["set_by"] == "pt"
     assert live_client.put("/api/v1/runners/alice/targets", headers=ha, json={"cadence_spm": 150}).status_code == 403

@@ -7,8 +7,9 @@ import pytest
 from runform.dsp import ACTIVITY_RUNNING, ACTIVITY_STANDING, ACTIVITY_WALKING, empty_steps
 from runform.server.cues import CueConfig, CueEngine
 from runform.server.metrics import RollingMetrics
-from runform.server.programs import (Program, ProgramError, ProgramRunner, SessionRecord, decide_progression,
-                                     example_programs, load_program, parse_program)
+from runform.server.programs import (Program, ProgramError, ProgramRunner, SessionRecord, decide_next,
+                                     decide_progression, example_programs, load_program, merge_pain, parse_program,
+                                     resolve_program)
 
 from .conftest import synthetic_steps
 
@@ -232,6 +233,73 @@ def test_progression_incomplete_session_and_load_spike_hold():
 def test_progression_rejects_bad_pain():
     with pytest.raises(ValueError):
         decide_progression(_prog(), [SessionRecord(0, 0, 0)], 11)
+
+
+def test_progression_unreported_pain_never_counts_as_tolerated():
+    p = _prog(adv=1)
+    d = decide_progression(p, [SessionRecord(0, 0, None)], 0)
+    assert (d.action, d.next_stage) == ("hold", 0) and "after the last session not reported" in d.reason
+    d = decide_progression(p, [SessionRecord(0, None, 0)], 0)
+    assert d.action == "hold" and "before" in d.reason
+    assert decide_progression(p, [SessionRecord(0, 0, None)], 6).action == "regress"  # pain now still counts
+    p2 = _prog(adv=2)  # an earlier session without pain scores breaks the run of tolerated sessions
+    assert decide_progression(p2, [SessionRecord(0, 0, None), SessionRecord(0, 0, 0)], 0).action == "hold"
+    assert decide_progression(p2, [SessionRecord(0, 0, 0), SessionRecord(0, 0, 0)], 0).action == "advance"
+
+
+def _rec(key, start, stage=1, pb=None, pa=None, *, end=None, final=True, program="t", frac=1.0):
+    return {"session_key": key, "program": program, "stage": stage, "pain_before": pb, "pain_after": pa,
+            "completed_fraction": frac, "run_steps": 100, "impact_sum_g": 300.0, "start_unix_s": start,
+            "end_unix_s": start + 1800 if end is None else end, "final": final}
+
+
+def test_merge_pain_fills_scores_the_edge_did_not_get():
+    day = 86400.0
+    recs = [_rec("b", 2 * day, pb=None, pa=None), _rec("a", 1 * day, pb=1, pa=None)]
+    reports = [{"pain_0_10": 3, "when": "before", "time_unix_s": 0.5 * day},  # before session a (edge had 1)
+               {"pain_0_10": 2, "when": "after", "time_unix_s": 1 * day + 2000},  # after a
+               {"pain_0_10": 1, "when": "before", "time_unix_s": 2 * day - 60},  # the next morning, before b
+               {"pain_0_10": 0, "when": "before", "time_unix_s": 2 * day + 10},  # corrected, b has started
+               {"pain_0_10": 4, "when": "after", "time_unix_s": 2 * day + 1900}]  # after b
+    merged = merge_pain(recs, reports)
+    assert [r["session_key"] for r in merged] == ["a", "b"]
+    assert (merged[0]["pain_before"], merged[0]["pain_after"]) == (1, 2)  # the edge's score wins
+    assert (merged[1]["pain_before"], merged[1]["pain_after"]) == (0, 4)  # the latest before b's end
+    assert recs[0]["pain_before"] is None  # copies
+
+
+def test_decide_next_uses_finished_sessions_since_the_therapists_change():
+    p = _prog(adv=2)
+    now = 10 * 86400.0
+    recs = [_rec("old1", 1000.0, pb=0, pa=0), _rec("old2", 5000.0, pb=0, pa=0),
+            _rec("new1", 20000.0, pb=0, pa=0),
+            _rec("running", now - 100, pb=0, pa=None, end=now - 5, final=False)]  # in progress: left out
+    d = decide_next(p, recs, 0, current_stage=0, since_unix_s=10000.0, now_unix_s=now)
+    assert (d.action, d.next_stage) == ("hold", 0) and "tolerated 1 of 2" in d.reason
+    d = decide_next(p, recs, 0, current_stage=0, since_unix_s=None, now_unix_s=now)
+    assert (d.action, d.next_stage) == ("advance", 1)
+    # a crashed edge never sent final: counted once it has been silent for active_s
+    d = decide_next(p, recs, 0, current_stage=0, since_unix_s=10000.0, now_unix_s=now + 700)
+    assert d.action == "hold" and "after the last session not reported" in d.reason
+    # nothing finished yet at the therapist's stage: it holds (or steps back on high pain)
+    d = decide_next(p, [], 1, current_stage=2)
+    assert (d.action, d.next_stage) == ("hold", 2) and "no finished session at stage 3" in d.reason
+    assert decide_next(p, [], 7, current_stage=2).next_stage == 1
+    assert decide_next(p, [_rec("x", 1.0, program="other", pb=0, pa=0)], 0, current_stage=1).action == "hold"
+
+
+def test_resolve_program_by_name_only(tmp_path):
+    assert resolve_program("demo-short").name == "demo-short"
+    (tmp_path / "mine.toml").write_text('[program]\nname = "mine"\n[[stage]]\nintervals = [{kind = "run", '
+                                        'duration_s = 10}]\n')
+    assert resolve_program("mine", tmp_path).stages[0].run_time_s == 10.0
+    assert resolve_program("demo-short", tmp_path).name == "demo-short"  # the examples as fallback
+    (tmp_path / "liar.toml").write_text('[program]\nname = "other"\n[[stage]]\nintervals = [{kind = "run", '
+                                        'duration_s = 10}]\n')
+    for bad, msg in [("../programs/demo-short", "invalid"), ("/etc/passwd", "invalid"), ("nope", "no program"),
+                     ("liar", "declares program 'other'")]:
+        with pytest.raises(ProgramError, match=msg):
+            resolve_program(bad, tmp_path)
 
 
 def test_program_runner_intervals_pause_advance():
