@@ -212,7 +212,7 @@ class DemoStack:
         from runform.server.cues import CueConfig
         from runform.server.edge import Edge, RunnerConfig
         from runform.server.ingest import Ingestor
-        from runform.server.mqtt import MqttSettings
+        from runform.server.mqtt import MqttSettings, plan_payload
         from runform.server.programs import load_program
         from runform.server.storage import open_store
 
@@ -226,6 +226,14 @@ class DemoStack:
         svc = MqttSettings(host="127.0.0.1", port=self.mqtt_port_, username=SERVER_MQTT_USER,
                            password=self._service_pw[SERVER_MQTT_USER])
         self.sessions = open_store(self.workdir / "sessions.db")
+        # programs reach the edge the way a therapist's do: a stored plan the server publishes (retained) on
+        # connecting, which the edge follows (no --program pin on the edge)
+        for r in self.runners:
+            if r.program:
+                prog = load_program(r.program)
+                self.sessions.put_plan(r.name, plan_payload(
+                    r.name, program=prog.name, stage=r.program_stage + 1, n_stages=len(prog.stages),
+                    targets={"cadence_spm": r.target_cadence_spm, "tolerance_spm": 5.0}, set_by="demo"))
         self.ingest = Ingestor(self.sessions, "127.0.0.1", self.mqtt_port_, username=SERVER_MQTT_USER,
                                password=self._service_pw[SERVER_MQTT_USER], client_id="rf-ingest-demo").start()
         await self._start_api(svc)
@@ -246,7 +254,6 @@ class DemoStack:
             configs[r.name] = RunnerConfig(
                 r.name, mqtt=edge_mqtt, journal_dir=self.workdir / "journal" / "edge",
                 cue=CueConfig(target_cadence_spm=r.target_cadence_spm),
-                program=load_program(r.program) if r.program else None, program_stage=r.program_stage,
                 publish_raw=True)
         self.edge = Edge(sources, configs)
         self._edge_task = asyncio.create_task(self.edge.run(), name="edge")

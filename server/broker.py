@@ -12,7 +12,8 @@ so the server can later generate the spec from its user store and call :func:`ge
 Roles and what the generated ACL allows (topic tree: see docs/mqtt.md):
 
 - ``runner`` (a runner's own phone/edge): read ``runform/v1/{name}/#``; write only the data topics of its own
-  subtree (``+/raw``, ``+/steps``, ``metrics``, ``cues``, ``status``, ``control/reply``) and its own command topic
+  subtree (``+/raw``, ``+/steps``, ``metrics``, ``cues``, ``status``, ``control/reply``, ``program``; never
+  ``plan``, which only service users write) and its own command topic
   ``runform/v1/{name}/control/{name}``.
 - ``therapist``: read ``runform/v1/{runner}/#`` for each assigned runner, write only
   ``runform/v1/{runner}/control/{therapist}``. Commands therefore carry the broker-verified issuer in the topic.
@@ -166,7 +167,8 @@ def generate_acl(spec: AccessSpec) -> str:
         elif u.role == "runner":
             base = f"{TOPIC_ROOT}/{u.name}"
             lines.append(f"topic read {base}/#")
-            for t in ("+/raw", "+/steps", "metrics", "cues", "status", "control/reply", f"control/{u.name}"):
+            for t in ("+/raw", "+/steps", "metrics", "cues", "status", "control/reply", "program",
+                      f"control/{u.name}"):
                 lines.append(f"topic write {base}/{t}")
         elif u.role == "therapist":
             for r in u.runners:

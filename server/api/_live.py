@@ -7,7 +7,7 @@
         JSON payloads parsed once (invalid -> dropped, counted); replies resolve waiting control requests;
         retained status cached per runner
         └─ loop.call_soon_threadsafe ─> LiveHub._fanout ─> each LiveClient whose Access sees the runner
-                                         (raw only with the "raw" permission) ─> bounded queue (drop oldest)
+                                         (raw only with the "live_raw" permission) ─> bounded queue (drop oldest)
 
 The same connection publishes control commands for the API (``runform/v1/{runner}/control/{issuer}``, issuer =
 the logged-in user, checked by the API before publishing) and waits for the edge's reply by ``request_id``.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from runform.server.auth import PERM_RAW, PERM_READ, Access
+from runform.server.auth import PERM_LIVE_RAW, PERM_READ, Access
 from runform.server.mqtt import MqttSettings, TopicError, control_topic, make_client_id, parse_topic
 
 __all__ = ["LiveHub", "LiveClient", "LIVE_KINDS", "RAW_FRAME_MAGIC"]
@@ -57,7 +57,7 @@ class LiveClient:
     def wants(self, runner: str, kind: str) -> bool:
         if kind not in self.kinds or (self.runners is not None and runner not in self.runners):
             return False
-        return self.access.can(PERM_RAW if kind == "raw" else PERM_READ, runner)
+        return self.access.can(PERM_LIVE_RAW if kind == "raw" else PERM_READ, runner)
 
     def push(self, item) -> None:
         if len(self.queue) >= self.maxlen:

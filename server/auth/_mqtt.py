@@ -60,14 +60,7 @@ def acl_text(store: UserStore) -> str:
         extra.append(f"user {lab}")
         extra += [f"topic read {TOPIC_ROOT}/{r}/#" for r in store.enrolled_runners(lab, now)]
         extra.append("")
-    # return-to-run programs: the plan (runform/v1/{runner}/plan) is written by service/admin users only (their
-    # readwrite runform/v1/#) and read by whoever reads the runner's tree; a runner's own edge may publish its
-    # program session records (runform/v1/{runner}/program). Mosquitto merges repeated "user" blocks.
-    programs = ["# programs: a runner's edge publishes its program session records (the plan: service only)"]
-    for name, role, _ in store.mqtt_credentials():
-        if role == ROLE_RUNNER:
-            programs += [f"user {name}", f"topic write {TOPIC_ROOT}/{name}/program", ""]
-    return text.rstrip("\n") + "\n\n" + "\n".join(programs) + "\n" + "\n".join(extra) + "\n"
+    return text.rstrip("\n") + "\n\n" + "\n".join(extra) + "\n"
 
 
 def password_file_text(store: UserStore) -> str:

@@ -3,15 +3,18 @@
 =========  =======================================  ======================================================
 role       data                                     permissions on that data
 =========  =======================================  ======================================================
-runner     itself                                   read, raw, export, annotate, control (runner commands)
-therapist  assigned runners                         read, annotate, control (targets, limits, program...)
-lab        sessions of granted studies: runner is   read, raw, export (no control, no notes)
+runner     itself                                   read, raw, live_raw, export, annotate, control (runner commands)
+therapist  assigned runners                         read, live_raw, annotate, control (targets, limits, program...)
+lab        sessions of granted studies: runner is   read, raw, live_raw, export (no control, no notes)
            a participant AND the session started
            inside its enrollment window; live/MQTT
            only for participants enrolled now
 admin      all                                      everything, plus user and study administration
 service    (MQTT only)                              no HTTP access
 =========  =======================================  ======================================================
+
+``raw`` is the stored raw archive (HTTP raw ranges); ``live_raw`` the live sample stream (WebSocket ``kinds=raw``,
+MQTT ``+/raw``), which a therapist needs for the live acceleration trace without getting the archive.
 
 Runner-level checks (:meth:`Access.sees`) decide whether a runner's name/profile is visible; every route that
 returns session data must check the session itself (:meth:`Access.sees_session` with the session's
@@ -28,16 +31,17 @@ from runform.server.mqtt import roles_for
 
 from ._store import ROLE_ADMIN, ROLE_LAB, ROLE_RUNNER, ROLE_SERVICE, ROLE_THERAPIST, User, UserStore
 
-__all__ = ["PERM_READ", "PERM_RAW", "PERM_EXPORT", "PERM_ANNOTATE", "PERM_CONTROL", "ROLE_PERMISSIONS",
+__all__ = ["PERM_READ", "PERM_RAW", "PERM_LIVE_RAW", "PERM_EXPORT", "PERM_ANNOTATE", "PERM_CONTROL", "ROLE_PERMISSIONS",
            "Access", "access_for"]
 
 PERM_READ, PERM_RAW, PERM_EXPORT, PERM_ANNOTATE, PERM_CONTROL = "read", "raw", "export", "annotate", "control"
+PERM_LIVE_RAW = "live_raw"
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    ROLE_RUNNER: frozenset({PERM_READ, PERM_RAW, PERM_EXPORT, PERM_ANNOTATE, PERM_CONTROL}),
-    ROLE_THERAPIST: frozenset({PERM_READ, PERM_ANNOTATE, PERM_CONTROL}),
-    ROLE_LAB: frozenset({PERM_READ, PERM_RAW, PERM_EXPORT}),
-    ROLE_ADMIN: frozenset({PERM_READ, PERM_RAW, PERM_EXPORT, PERM_ANNOTATE, PERM_CONTROL}),
+    ROLE_RUNNER: frozenset({PERM_READ, PERM_RAW, PERM_LIVE_RAW, PERM_EXPORT, PERM_ANNOTATE, PERM_CONTROL}),
+    ROLE_THERAPIST: frozenset({PERM_READ, PERM_LIVE_RAW, PERM_ANNOTATE, PERM_CONTROL}),
+    ROLE_LAB: frozenset({PERM_READ, PERM_RAW, PERM_LIVE_RAW, PERM_EXPORT}),
+    ROLE_ADMIN: frozenset({PERM_READ, PERM_RAW, PERM_LIVE_RAW, PERM_EXPORT, PERM_ANNOTATE, PERM_CONTROL}),
     ROLE_SERVICE: frozenset(),
 }
 

@@ -235,9 +235,11 @@ def test_ws_filters_per_user(live_client, mqtt_client):
         n = struct.unpack("<H", got[0][4:6])[0]
         assert got[0][6:6 + n].decode() == raw_topic("alice", "sacrum") and got[0][6 + n:] == b"RFR1alice"
         assert got[1]["runner"] == "alice" and got[1]["payload"]["time_s"] == 42
-        # therapist of alice: metrics of alice only, and no raw (no raw permission) even for alice
-        m = _next_message(wpt)
-        assert isinstance(m, dict) and m["runner"] == "alice" and m["kind"] == "metrics"
+        # therapist of alice: alice's live raw (for the live trace) then her metrics; never bob's
+        got = [_next_message(wpt), _next_message(wpt)]
+        assert isinstance(got[0], bytes) and got[0].endswith(b"RFR1alice"), got
+        assert isinstance(got[1], dict) and got[1]["runner"] == "alice" and got[1]["kind"] == "metrics"
+        assert got[1]["payload"]["time_s"] == 42
         # lab granted bob: bob's metrics and raw, never alice's
         seen = [_next_message(wlab) for _ in range(6)]
         assert all((isinstance(x, bytes) and b"/bob/" in x) or x["runner"] == "bob" for x in seen)

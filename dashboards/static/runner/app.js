@@ -183,12 +183,13 @@ async function requestWakeLock() {
 }
 
 function stageText(p) {
-  return p && p.program ? `${p.program} · stage ${p.stage + 1} of ${p.n_stages}` : "";
+  return p && p.program ? `${p.program} · stage ${p.stage} of ${p.n_stages}` : "";
 }
 
 function decisionText(d) {
   if (!d) return "";
-  const to = d.next_stage != null ? (d.action === "hold" ? ` at stage ${d.next_stage + 1}` : ` to stage ${d.next_stage + 1}`) : "";
+  // stages are 1-based everywhere in the contract (plan.stage, decision.from_stage / to_stage)
+  const to = d.to_stage != null ? (d.action === "hold" ? ` at stage ${d.to_stage}` : ` to stage ${d.to_stage}`) : "";
   return `${d.action}${to}${d.reason ? " — " + d.reason : ""}`;
 }
 

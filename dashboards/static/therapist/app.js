@@ -230,13 +230,13 @@ function renderProgram(now, full = false) {
       planEl.textContent = "no program assigned";
       dec.textContent = "";
     } else {
-      planEl.replaceChildren(el("strong", {}, p.program), ` · stage ${p.stage + 1} of ${p.n_stages}`);
+      planEl.replaceChildren(el("strong", {}, p.program), ` · stage ${p.stage} of ${p.n_stages}`);
       const d = p.decision;
       dec.textContent = d ? `${d.action}${d.reason ? " — " + d.reason : ""}` : "";
     }
     const nameIn = document.getElementById("d-prog-name"), stageIn = document.getElementById("d-prog-stage");
     if (document.activeElement !== nameIn) nameIn.value = p && p.program ? p.program : "";
-    if (document.activeElement !== stageIn) stageIn.value = p && p.stage != null ? p.stage + 1 : 1;
+    if (document.activeElement !== stageIn) stageIn.value = p && p.stage != null ? p.stage : 1;
     if (p && p.n_stages) stageIn.max = p.n_stages;
   }
   const iv = r.metrics && r.metrics.interval;
@@ -258,7 +258,7 @@ async function assignProgram() {
   out.textContent = "saving…";
   try {
     const res = await api(`/runners/${encodeURIComponent(r.name)}/targets`,
-      { method: "PUT", body: { program, stage: stage - 1 } });
+      { method: "PUT", body: { program, stage } });
     out.textContent = res.live_error ? `saved; not sent live: ${res.live_error}` : `${program} stage ${stage} assigned`;
   } catch (e) { out.textContent = `assign: ${e.message}`; return; }
   await loadProgram(r);
