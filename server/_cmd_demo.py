@@ -118,9 +118,8 @@ class DemoStack:
 
     @property
     def therapist_url(self) -> str:
-        """The therapist page; with Mosquitto's WebSocket listener it shows the live signal over MQTT."""
-        q = f"?mqtt_ws=ws://127.0.0.1:{self.ws_port_}" if self.ws_port_ else ""
-        return f"{self.url}/dashboards/therapist/{q}"
+        """The therapist page (live data, the live signal included, over the API's WebSocket)."""
+        return f"{self.url}/dashboards/therapist/"
 
     # ---------------------------------------------------------------- users
     def _make_users(self):

@@ -9,7 +9,6 @@ OUT=dashboards/static/vendor
 # package@version  file-in-package:vendored-name ...
 PACKAGES=(
   "uplot@1.6.32 dist/uPlot.iife.min.js:uPlot.iife.min.js dist/uPlot.min.css:uPlot.min.css LICENSE:uPlot.LICENSE"
-  "mqtt@5.16.0 dist/mqtt.min.js:mqtt.min.js LICENSE.md:mqtt.LICENSE"
 )
 command -v npm >/dev/null || { echo "npm is needed (Debian: apt-get install npm)" >&2; exit 1; }
 TMP=$(mktemp -d)

@@ -26,6 +26,6 @@ def test_vendored_files_match_versions():
     vendor = STATIC / "vendor"
     lines = (vendor / "VERSIONS").read_text().splitlines()
     files = [ln.split() for ln in lines if ln.startswith("  ")]
-    assert {f for f, _ in files} >= {"uPlot.iife.min.js", "mqtt.min.js", "uPlot.LICENSE", "mqtt.LICENSE"}
+    assert {f for f, _ in files} >= {"uPlot.iife.min.js", "uPlot.min.css", "uPlot.LICENSE"}
     for name, digest in files:
         assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name

@@ -54,13 +54,12 @@ export async function login(username, password) {
 
 export async function logout() {
   try { await api("/auth/logout", { method: "POST" }); } catch (_) { /* already gone */ }
-  sessionStorage.removeItem("rf_mqtt_pw");
   location.reload();
 }
 
 // Shows the login form (elements #login, #login-form, #login-user, #login-pass, #login-error) until a user
 // with one of `roles` is logged in; resolves with /auth/me.
-export async function requireLogin(roles, { keepPassword = false } = {}) {
+export async function requireLogin(roles) {
   let me = await whoami();
   const box = document.getElementById("login");
   const form = document.getElementById("login-form");
@@ -75,7 +74,6 @@ export async function requireLogin(roles, { keepPassword = false } = {}) {
         const p = document.getElementById("login-pass").value;
         try {
           const m = await login(u, p);
-          if (keepPassword) sessionStorage.setItem("rf_mqtt_pw", p);
           resolve(m);
         } catch (e) {
           errEl.textContent = e.status === 401 ? "Wrong user name or password." : e.message;
@@ -189,31 +187,6 @@ export function decodeRaw(buf, off = 0) {
     p += 12 * n;
   }
   return { sensor, site, seq, n, sampling_rate_hz: fs, time_s, acc_ms2: acc, gyro: !!(flags & FLAG_GYRO) };
-}
-
-// ------------------------------------------------------------------ MQTT over WebSockets (therapist raw view)
-// The broker's ACL lets a therapist read runform/v1/{assigned runner}/#; used for the live signal when the API
-// does not forward raw blocks to the therapist role. Needs ?mqtt_ws=ws://host:port on the page URL.
-export function mqttRaw(runner, onRaw, onState) {
-  const url = new URLSearchParams(location.search).get("mqtt_ws");
-  const pw = sessionStorage.getItem("rf_mqtt_pw");
-  if (!url || !window.mqtt) { onState("unavailable", "no MQTT WebSocket configured"); return null; }
-  if (!pw) { onState("unavailable", "log in again to see the live signal"); return null; }
-  const client = window.mqtt.connect(url, {
-    username: state.me.user.name, password: pw, protocolVersion: 5, reconnectPeriod: 1000, clean: true,
-    timerVariant: "native", // the default starts a blob: Worker, which the CSP (worker-src 'self') refuses
-    clientId: `rf-dash-${state.me.user.name}-${Math.random().toString(16).slice(2, 10)}`,
-  });
-  client.on("connect", () => { client.subscribe(`runform/v1/${runner}/+/raw`, { qos: 0 }); onState("open"); });
-  client.on("close", () => onState("closed"));
-  client.on("error", (e) => onState("closed", String(e && e.message)));
-  client.on("message", (topic, payload) => {
-    const u8 = payload instanceof Uint8Array ? payload : new Uint8Array(payload);
-    const buf = u8.buffer.slice(u8.byteOffset, u8.byteOffset + u8.byteLength);
-    const b = decodeRaw(buf, 0);
-    if (b) { b.topic = topic; onRaw(b); }
-  });
-  return { close: () => client.end(true) };
 }
 
 // ------------------------------------------------------------------ formatting

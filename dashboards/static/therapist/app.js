@@ -1,6 +1,6 @@
 // Therapist live view: every assigned runner's live metrics; one runner in detail (signal, steps, cues, control).
 // Rendering is batched: messages only update state, one requestAnimationFrame pass redraws what changed.
-import { api, batteryClass, clock, el, fmt, hasRoute, linkSummary, lossClass, Live, mmss, mqttRaw, requireLogin, Ring,
+import { api, batteryClass, clock, el, fmt, hasRoute, linkSummary, lossClass, Live, mmss, requireLogin, Ring,
   state as rfState } from "../common/rf.js";
 
 const STALE_MS = 5000; // metrics older than this: not live
@@ -170,11 +170,8 @@ function select(r) {
     document.getElementById("d-raw-state").textContent =
       s === "open" ? "" : s === "unavailable" ? `(live signal unavailable: ${detail})` : `(${s})`;
   };
-  if (rfState.me.user.role === "therapist") {
-    rawConn = mqttRaw(r.name, onRaw, rawState);
-  } else {
-    rawConn = new Live({ runners: [r.name], kinds: ["raw"], onRaw, onState: rawState });
-  }
+  // the live signal comes over the API WebSocket (therapists have the live_raw permission, not the archive)
+  rawConn = new Live({ runners: [r.name], kinds: ["raw"], onRaw, onState: rawState });
   ensureRawOn(r);
   detailDirtyCues = -1; linksVersion = -1;
   loadCueHistory(r);
@@ -457,7 +454,7 @@ function frame() {
 }
 
 async function main() {
-  await requireLogin(["therapist", "admin"], { keepPassword: true });
+  await requireLogin(["therapist", "admin"]);
   [features.program, features.programs] = await Promise.all([
     hasRoute("GET", "/runners/{runner}/program"), hasRoute("GET", "/programs")]);
   loadProgramList();
