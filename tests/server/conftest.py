@@ -123,6 +123,24 @@ class Sub:
         return False
 
 
+def publish_one(port, user, topic, payload: bytes, *, qos=1, retain=False, props=None,
+                timeout_s: float = 10.0) -> str | None:
+    """Publish with a throwaway v5 client; returns the PUBACK reason code string (None: no PUBACK in time)."""
+    acks = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{user}-{time.monotonic_ns()}", protocol=mqtt.MQTTv5)
+    c.username_pw_set(user, PASSWORD)
+    c.on_publish = lambda cl, ud, mid, rc, p: acks.append(str(rc))
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    c.publish(topic, payload, qos=qos, retain=retain, properties=props)
+    deadline = time.monotonic() + timeout_s
+    while not acks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    c.disconnect()
+    c.loop_stop()
+    return acks[0] if acks else None
+
+
 @pytest.fixture
 def mqtt_sub():
     subs: list[Sub] = []

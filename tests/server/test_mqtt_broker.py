@@ -16,32 +16,12 @@ from runform.server.broker import EmbeddedBroker, iotcore_available
 from runform.server.cues import Cue, CueConfig
 from runform.server.edge import RunnerConfig, RunnerPipeline, SensorInfo
 
-from .conftest import PASSWORD, SPEC, run_loop_until, synthetic_steps
+from .conftest import PASSWORD, SPEC, publish_one, run_loop_until, synthetic_steps
 
 
 def settings(broker, user="edge"):
     return m.MqttSettings(port=broker.port, username=user, password=PASSWORD, reconnect_min_s=0.2,
                           reconnect_max_s=1.0)
-
-
-def publish_one(port, user, topic, payload, qos=1, props=None):
-    """Publish with a throwaway client; returns the PUBACK reason code string (v5)."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-    acks = []
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{user}-{time.monotonic_ns()}",
-                    protocol=mqtt.MQTTv5)
-    c.username_pw_set(user, PASSWORD)
-    c.on_publish = lambda cl, ud, mid, rc, p: acks.append(str(rc))
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    c.publish(topic, payload, qos=qos, properties=props)
-    deadline = time.monotonic() + 5
-    while not acks and time.monotonic() < deadline:
-        time.sleep(0.01)
-    c.disconnect()
-    c.loop_stop()
-    return acks[0] if acks else None
 
 
 def test_anonymous_and_wrong_password_refused(mosquitto, mqtt_sub):

@@ -13,7 +13,7 @@ from runform.server import mqtt as m
 from runform.server.edge import Edge, RunnerConfig, RunnerPipeline, SimulatorSource
 from runform.server.programs import load_program
 
-from .conftest import PASSWORD, ScriptedStepDetector
+from .conftest import PASSWORD, ScriptedStepDetector, publish_one
 
 pytest.importorskip("runform.firmware_bridge.simulator")
 
@@ -23,23 +23,7 @@ def settings(port, user="edge"):
 
 
 def publish(port, topic, payload: bytes, *, user="edge", retain=False, qos=1) -> str | None:
-    """Publish with a throwaway v5 client; returns the PUBACK reason code string."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-    acks = []
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"plan-pub-{user}-{time.monotonic_ns()}",
-                    protocol=mqtt.MQTTv5)
-    c.username_pw_set(user, PASSWORD)
-    c.on_publish = lambda cl, ud, mid, rc, p: acks.append(str(rc))
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    c.publish(topic, payload, qos=qos, retain=retain)
-    deadline = time.monotonic() + 10
-    while not acks and time.monotonic() < deadline:
-        time.sleep(0.01)
-    c.disconnect()
-    c.loop_stop()
-    return acks[0] if acks else None
+    return publish_one(port, user, topic, payload, qos=qos, retain=retain)
 
 
 def plan(runner, program="demo-short", stage=1, *, n_stages=2, cadence=None, impact=None, set_by="pt"):
