@@ -222,6 +222,15 @@ def client(app_factory):
         yield c
 
 
+def assert_error(r, status, code=None):
+    """An API error response: the status, a JSON body of exactly {"error": {"code", "message"}}, the code."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    if code is not None:
+        assert body["error"]["code"] == code, body
+
+
 def login(client, user, mode="bearer", password=PASSWORD):
     r = client.post("/api/v1/auth/login", json={"username": user, "password": password, "mode": mode})
     assert r.status_code == 200, r.text

@@ -13,19 +13,11 @@ from starlette.testclient import TestClient
 
 from runform.server.api import ROUTES
 
-from .conftest import PASSWORD, bearer, login
+from .conftest import PASSWORD, assert_error, bearer, login
 
 
 def _fill(path: str, sid: str, runner: str = "alice") -> str:
     return path.replace("{session_id}", sid).replace("{runner}", runner).replace("{fmt}", "csv")
-
-
-def _assert_error(r, status, code=None):
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    if code is not None:
-        assert body["error"]["code"] == code, body
 
 
 def test_anonymous_gets_401_on_every_protected_route(client, sessions):
@@ -35,7 +27,7 @@ def test_anonymous_gets_401_on_every_protected_route(client, sessions):
         if not r.auth or r.method == "WS":
             continue
         resp = client.request(r.method, _fill(r.path, sid), json={} if r.method in ("POST", "PUT") else None)
-        _assert_error(resp, 401, "unauthenticated")
+        assert_error(resp, 401, "unauthenticated")
         assert resp.headers["www-authenticate"].startswith("Bearer")
         checked += 1
     assert checked >= 18
@@ -44,11 +36,11 @@ def test_anonymous_gets_401_on_every_protected_route(client, sessions):
 def test_wrong_password_and_unknown_user_look_the_same(client):
     a = client.post("/api/v1/auth/login", json={"username": "alice", "password": "nope-nope"})
     b = client.post("/api/v1/auth/login", json={"username": "nobody", "password": "nope-nope"})
-    _assert_error(a, 401, "invalid_credentials")
-    _assert_error(b, 401, "invalid_credentials")
+    assert_error(a, 401, "invalid_credentials")
+    assert_error(b, 401, "invalid_credentials")
     assert a.json() == b.json()
     # a service account cannot log in over HTTP
-    _assert_error(client.post("/api/v1/auth/login", json={"username": "edge", "password": PASSWORD}), 401)
+    assert_error(client.post("/api/v1/auth/login", json={"username": "edge", "password": PASSWORD}), 401)
 
 
 def test_runner_sees_only_own_data(client, sessions):
@@ -64,9 +56,9 @@ def test_runner_sees_only_own_data(client, sessions):
                  f"/api/v1/sessions/{b}/cues", f"/api/v1/sessions/{b}/raw/sensors",
                  "/api/v1/runners/bob", "/api/v1/runners/bob/sessions", "/api/v1/sessions?runner=bob",
                  "/api/v1/runners/bob/targets"):
-        _assert_error(client.get(path, headers=h), 404, "not_found")
-    _assert_error(client.post(f"/api/v1/sessions/{b}/notes", headers=h, json={"text": "hi"}), 404)
-    _assert_error(client.get("/api/v1/users", headers=h), 403)
+        assert_error(client.get(path, headers=h), 404, "not_found")
+    assert_error(client.post(f"/api/v1/sessions/{b}/notes", headers=h, json={"text": "hi"}), 404)
+    assert_error(client.get("/api/v1/users", headers=h), 403)
 
 
 def test_therapist_sees_only_assigned_runners(client, sessions):
@@ -74,17 +66,17 @@ def test_therapist_sees_only_assigned_runners(client, sessions):
     a, b = sessions.ids["alice"], sessions.ids["bob"]
     assert [r["id"] for r in client.get("/api/v1/runners", headers=h).json()["runners"]] == ["alice"]
     assert client.get(f"/api/v1/sessions/{a}/metrics", headers=h).json()["count"] == 3
-    _assert_error(client.get(f"/api/v1/sessions/{b}/steps", headers=h), 404)
+    assert_error(client.get(f"/api/v1/sessions/{b}/steps", headers=h), 404)
     # therapists annotate but do not get raw samples or exports
     r = client.post(f"/api/v1/sessions/{a}/notes", headers=h, json={"text": "knee ok", "time_s": 12.0})
     assert r.status_code == 201 and r.json()["author"] == "pt"
     assert any(n["text"] == "knee ok" for n in client.get(f"/api/v1/sessions/{a}/notes", headers=h).json()["notes"])
-    _assert_error(client.get(f"/api/v1/sessions/{a}/raw", headers=h), 403, "forbidden")
+    assert_error(client.get(f"/api/v1/sessions/{a}/raw", headers=h), 403, "forbidden")
     # an unassigned therapist sees nothing
     h2 = bearer(client, "pt2")
     assert client.get("/api/v1/runners", headers=h2).json()["runners"] == []
     assert client.get("/api/v1/sessions", headers=h2).json()["sessions"] == []
-    _assert_error(client.get(f"/api/v1/sessions/{a}", headers=h2), 404)
+    assert_error(client.get(f"/api/v1/sessions/{a}", headers=h2), 404)
 
 
 def test_lab_sees_only_granted_study_runners_and_gets_raw(client, sessions):
@@ -92,7 +84,7 @@ def test_lab_sees_only_granted_study_runners_and_gets_raw(client, sessions):
     a, b = sessions.ids["alice"], sessions.ids["bob"]
     # the participants of its granted study "gait" (alice is only in the study "other", not granted)
     assert [r["id"] for r in client.get("/api/v1/runners", headers=h).json()["runners"]] == ["bob", "dan"]
-    _assert_error(client.get(f"/api/v1/sessions/{a}/raw", headers=h), 404)
+    assert_error(client.get(f"/api/v1/sessions/{a}/raw", headers=h), 404)
     r = client.get(f"/api/v1/sessions/{b}/raw", headers=h, params={"t0_s": 10.0, "t1_s": 12.0})
     assert r.status_code == 200
     raw = r.json()["raw"]
@@ -103,8 +95,8 @@ def test_lab_sees_only_granted_study_runners_and_gets_raw(client, sessions):
     z = np.load(io.BytesIO(r.content))
     assert z["time_s"].shape == (1000,) and np.allclose(np.diff(z["time_s"]), 0.01)
     # labs read but do not annotate or coach
-    _assert_error(client.post(f"/api/v1/sessions/{b}/notes", headers=h, json={"text": "x"}), 403)
-    _assert_error(client.post("/api/v1/runners/bob/control", headers=h, json={"command": "pause"}), 403)
+    assert_error(client.post(f"/api/v1/sessions/{b}/notes", headers=h, json={"text": "x"}), 403)
+    assert_error(client.post("/api/v1/runners/bob/control", headers=h, json={"command": "pause"}), 403)
 
 
 def test_admin_sees_everything(client, sessions):
@@ -120,7 +112,7 @@ def test_raw_range_is_bounded(app_factory, sessions):
     with TestClient(app_factory(max_raw_samples=300)) as c:
         h = bearer(c, "alice")
         sid = sessions.ids["alice"]
-        _assert_error(c.get(f"/api/v1/sessions/{sid}/raw", headers=h), 400, "range_too_large")
+        assert_error(c.get(f"/api/v1/sessions/{sid}/raw", headers=h), 400, "range_too_large")
         r = c.get(f"/api/v1/sessions/{sid}/raw", headers=h, params={"t0_s": 10.0, "t1_s": 12.5})
         assert r.status_code == 200 and r.json()["count"] == 250
 
@@ -131,14 +123,14 @@ def test_expired_and_revoked_tokens_refused(client, users):
     assert client.get("/api/v1/auth/me", headers=h).status_code == 200
     users.test_clock.offset = 13 * 3600  # past the 12 h default lifetime
     try:
-        _assert_error(client.get("/api/v1/auth/me", headers=h), 401, "token_expired")
+        assert_error(client.get("/api/v1/auth/me", headers=h), 401, "token_expired")
     finally:
         users.test_clock.offset = 0.0
     tok2 = login(client, "alice")["token"]
     h2 = {"Authorization": f"Bearer {tok2}"}
     assert client.post("/api/v1/auth/logout", headers=h2).status_code == 200
-    _assert_error(client.get("/api/v1/auth/me", headers=h2), 401, "invalid_token")
-    _assert_error(client.get("/api/v1/auth/me", headers={"Authorization": "Bearer rft_forged"}), 401)
+    assert_error(client.get("/api/v1/auth/me", headers=h2), 401, "invalid_token")
+    assert_error(client.get("/api/v1/auth/me", headers={"Authorization": "Bearer rft_forged"}), 401)
 
 
 def test_cookie_session_needs_csrf_header(app_factory, sessions):
@@ -152,19 +144,19 @@ def test_cookie_session_needs_csrf_header(app_factory, sessions):
         csrf = r.json()["csrf_token"]
         sid = sessions.ids["alice"]
         assert c.get(f"/api/v1/sessions/{sid}/notes").status_code == 200  # reads need no CSRF token
-        _assert_error(c.post(f"/api/v1/sessions/{sid}/notes", json={"text": "no csrf"}), 403, "csrf_failed")
-        _assert_error(c.post(f"/api/v1/sessions/{sid}/notes", json={"text": "bad"},
+        assert_error(c.post(f"/api/v1/sessions/{sid}/notes", json={"text": "no csrf"}), 403, "csrf_failed")
+        assert_error(c.post(f"/api/v1/sessions/{sid}/notes", json={"text": "bad"},
                              headers={"X-CSRF-Token": "wrong"}), 403, "csrf_failed")
         r = c.post(f"/api/v1/sessions/{sid}/notes", json={"text": "with csrf"}, headers={"X-CSRF-Token": csrf})
         assert r.status_code == 201
-        _assert_error(c.post("/api/v1/auth/logout"), 403, "csrf_failed")
+        assert_error(c.post("/api/v1/auth/logout"), 403, "csrf_failed")
 
 
 def test_oversized_body_413(app_factory, sessions):
     with TestClient(app_factory(body_limit_bytes=2000)) as c:
         h = bearer(c, "pt")
         sid = sessions.ids["alice"]
-        _assert_error(c.post(f"/api/v1/sessions/{sid}/notes", headers=h, json={"text": "x" * 5000}), 413,
+        assert_error(c.post(f"/api/v1/sessions/{sid}/notes", headers=h, json={"text": "x" * 5000}), 413,
                       "payload_too_large")
 
         def chunks():  # no Content-Length: counted while streaming
@@ -172,7 +164,7 @@ def test_oversized_body_413(app_factory, sessions):
                 yield b'{"text": "' + b"y" * 500
         r = c.post(f"/api/v1/sessions/{sid}/notes", headers={**h, "Content-Type": "application/json"},
                    content=chunks())
-        _assert_error(r, 413, "payload_too_large")
+        assert_error(r, 413, "payload_too_large")
         assert c.post(f"/api/v1/sessions/{sid}/notes", headers=h, json={"text": "small"}).status_code == 201
 
 
@@ -182,7 +174,7 @@ def test_rate_limit_429_with_retry_after(app_factory):
         codes = [c.get("/api/v1/auth/me", headers=h).status_code for _ in range(8)]
         assert codes[:5] == [200] * 5 and codes[-1] == 429
         r = c.get("/api/v1/auth/me", headers=h)
-        _assert_error(r, 429, "rate_limited")
+        assert_error(r, 429, "rate_limited")
         assert int(r.headers["retry-after"]) >= 1
     with TestClient(app_factory(login_rate_per_s=0.1, login_burst=2)) as c:
         codes = [c.post("/api/v1/auth/login", json={"username": "alice", "password": "guess-guess"}).status_code
@@ -191,12 +183,12 @@ def test_rate_limit_429_with_retry_after(app_factory):
 
 
 def test_errors_are_json(client):
-    _assert_error(client.get("/api/v1/nowhere"), 404)
-    _assert_error(client.delete("/api/v1/auth/login"), 405)
-    _assert_error(client.post("/api/v1/auth/login", content=b"{not json", headers={"Content-Type":
+    assert_error(client.get("/api/v1/nowhere"), 404)
+    assert_error(client.delete("/api/v1/auth/login"), 405)
+    assert_error(client.post("/api/v1/auth/login", content=b"{not json", headers={"Content-Type":
                                                                                      "application/json"}), 400)
     h = bearer(client, "alice")
-    _assert_error(client.get("/api/v1/sessions", headers=h, params={"limit": "many"}), 400, "invalid_parameter")
+    assert_error(client.get("/api/v1/sessions", headers=h, params={"limit": "many"}), 400, "invalid_parameter")
 
 
 def test_no_secrets_in_logs(app_factory, caplog):
@@ -245,7 +237,7 @@ def test_exports_download_and_refusals(client, sessions):
     assert any(n.endswith("steps.csv") for n in names), names
     steps_csv = z.read(next(n for n in names if n.endswith("steps.csv"))).decode()
     assert len([l for l in steps_csv.splitlines() if l and not l.startswith("#")]) == 11  # header + 10 steps
-    _assert_error(client.get(f"/api/v1/sessions/{b}/export/csv", headers=h), 404)
-    _assert_error(client.get(f"/api/v1/sessions/{a}/export/nope", headers=h), 404, "unknown_format")
-    _assert_error(client.get(f"/api/v1/sessions/{a}/export/csv", headers=bearer(client, "pt")), 403)
+    assert_error(client.get(f"/api/v1/sessions/{b}/export/csv", headers=h), 404)
+    assert_error(client.get(f"/api/v1/sessions/{a}/export/nope", headers=h), 404, "unknown_format")
+    assert_error(client.get(f"/api/v1/sessions/{a}/export/csv", headers=bearer(client, "pt")), 403)
     assert client.get(f"/api/v1/sessions/{b}/export/csv", headers=bearer(client, "lab")).status_code == 200

@@ -11,17 +11,9 @@ import pytest
 
 from runform.server.auth import Access, User, UserStore, access_for
 
-from .conftest import DAN_TO_UNIX_S, STUDY_FROM_UNIX_S, bearer
+from .conftest import DAN_TO_UNIX_S, STUDY_FROM_UNIX_S, assert_error, bearer
 
 _SESSION_ROUTES = ("", "/summary", "/steps", "/metrics", "/cues", "/notes", "/raw/sensors", "/raw", "/export/csv")
-
-
-def _assert_error(r, status, code=None):
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    if code is not None:
-        assert body["error"]["code"] == code, body
 
 
 def _ids(resp) -> list[str]:
@@ -67,9 +59,9 @@ def test_lab_sees_study_sessions_only_inside_enrollment_windows(client, sessions
     # granted study (alice is only in "other", not granted): 404 like any data the user may not see
     for key in ("bob_clinical", "dan_after", "alice"):
         for suffix in _SESSION_ROUTES:
-            _assert_error(client.get(f"/api/v1/sessions/{ids[key]}{suffix}", headers=h), 404, "not_found")
-    _assert_error(client.get("/api/v1/runners/alice/sessions", headers=h), 404)
-    _assert_error(client.get("/api/v1/sessions", headers=h, params={"runner": "bob,alice"}), 404)
+            assert_error(client.get(f"/api/v1/sessions/{ids[key]}{suffix}", headers=h), 404, "not_found")
+    assert_error(client.get("/api/v1/runners/alice/sessions", headers=h), 404)
+    assert_error(client.get("/api/v1/sessions", headers=h, params={"runner": "bob,alice"}), 404)
     # the runner itself, its therapist and the admin are not restricted by studies
     assert ids["bob_clinical"] in _ids(client.get("/api/v1/sessions", headers=bearer(client, "bob")))
     assert client.get(f"/api/v1/sessions/{ids['bob_clinical']}/raw", headers=bearer(client, "root")).status_code == 200
@@ -92,9 +84,9 @@ def test_lab_raw_and_export_of_a_study_session(client, sessions):
 def test_lab_still_cannot_annotate_or_control(client, sessions):
     h = bearer(client, "lab")
     sid = sessions.ids["bob"]
-    _assert_error(client.post(f"/api/v1/sessions/{sid}/notes", headers=h, json={"text": "x"}), 403, "forbidden")
-    _assert_error(client.post("/api/v1/runners/bob/control", headers=h, json={"command": "pause"}), 403)
-    _assert_error(client.put("/api/v1/runners/bob/targets", headers=h, json={"cadence_spm": 170}), 403)
+    assert_error(client.post(f"/api/v1/sessions/{sid}/notes", headers=h, json={"text": "x"}), 403, "forbidden")
+    assert_error(client.post("/api/v1/runners/bob/control", headers=h, json={"command": "pause"}), 403)
+    assert_error(client.put("/api/v1/runners/bob/targets", headers=h, json={"cadence_spm": 170}), 403)
     assert all(n["author"] != "lab" for n in client.get(f"/api/v1/sessions/{sid}/notes", headers=h).json()["notes"])
 
 
@@ -110,7 +102,7 @@ def test_list_and_get_studies_per_role(client, sessions):
     assert g["title"] == "Gait retraining 2024"
     assert [s["id"] for s in g["sessions"]] == [ids["bob"], ids["dan_in"]]  # newest first
     for name in ("other", "nope"):  # not granted / does not exist: the same answer
-        _assert_error(client.get(f"/api/v1/studies/{name}", headers=bearer(client, "lab")), 404, "not_found")
+        assert_error(client.get(f"/api/v1/studies/{name}", headers=bearer(client, "lab")), 404, "not_found")
     # admin: every study, granted labs, the study's sessions by ITS windows
     adm = {s["name"]: s for s in client.get("/api/v1/studies", headers=bearer(client, "root")).json()["studies"]}
     assert {"gait", "other"} <= set(adm) and adm["gait"]["labs"] == ["lab"] and adm["other"]["labs"] == []
@@ -123,10 +115,10 @@ def test_list_and_get_studies_per_role(client, sessions):
     assert [s["name"] for s in bob] == ["gait"] and [p["runner"] for p in bob[0]["participants"]] == ["bob"]
     g = client.get("/api/v1/studies/gait", headers=bearer(client, "bob")).json()
     assert [s["id"] for s in g["sessions"]] == [ids["bob"]]  # not bob_clinical (outside), not dan's
-    _assert_error(client.get("/api/v1/studies/gait", headers=bearer(client, "alice")), 404)
+    assert_error(client.get("/api/v1/studies/gait", headers=bearer(client, "alice")), 404)
     # therapists are not part of studies
     assert client.get("/api/v1/studies", headers=bearer(client, "pt")).json()["studies"] == []
-    _assert_error(client.get("/api/v1/studies/gait", headers=bearer(client, "pt")), 404)
+    assert_error(client.get("/api/v1/studies/gait", headers=bearer(client, "pt")), 404)
 
 
 def test_study_administration_refusals(client):
@@ -135,26 +127,26 @@ def test_study_administration_refusals(client):
     for user in ("lab", "alice", "pt"):
         h = bearer(client, user)
         for path, b in body.items():
-            _assert_error(client.post(path, headers=h, json=b), 403, "forbidden")
-        _assert_error(client.delete("/api/v1/studies/gait/participants/bob", headers=h), 403, "forbidden")
-        _assert_error(client.delete("/api/v1/studies/gait/grants/lab", headers=h), 403, "forbidden")
+            assert_error(client.post(path, headers=h, json=b), 403, "forbidden")
+        assert_error(client.delete("/api/v1/studies/gait/participants/bob", headers=h), 403, "forbidden")
+        assert_error(client.delete("/api/v1/studies/gait/grants/lab", headers=h), 403, "forbidden")
     h = bearer(client, "root")
-    _assert_error(client.post("/api/v1/studies", headers=h, json={"name": "gait"}), 409, "study_exists")
-    _assert_error(client.post("/api/v1/studies", headers=h, json={"name": "no spaces"}), 422, "invalid_name")
-    _assert_error(client.post("/api/v1/studies", headers=h, json={"title": "no name"}), 422, "invalid_request")
-    _assert_error(client.post("/api/v1/studies", headers=h, json={"name": "t", "title": "x" * 201}), 422,
+    assert_error(client.post("/api/v1/studies", headers=h, json={"name": "gait"}), 409, "study_exists")
+    assert_error(client.post("/api/v1/studies", headers=h, json={"name": "no spaces"}), 422, "invalid_name")
+    assert_error(client.post("/api/v1/studies", headers=h, json={"title": "no name"}), 422, "invalid_request")
+    assert_error(client.post("/api/v1/studies", headers=h, json={"name": "t", "title": "x" * 201}), 422,
                   "invalid_title")
-    _assert_error(client.post("/api/v1/studies/nope/participants", headers=h, json={"runner": "alice"}), 404)
+    assert_error(client.post("/api/v1/studies/nope/participants", headers=h, json={"runner": "alice"}), 404)
     p = "/api/v1/studies/gait/participants"
-    _assert_error(client.post(p, headers=h, json={"runner": "nobody"}), 422, "unknown_user")
-    _assert_error(client.post(p, headers=h, json={"runner": "lab"}), 422, "wrong_role")
-    _assert_error(client.post(p, headers=h, json={"runner": "alice", "enrolled_from_unix_s": 10,
+    assert_error(client.post(p, headers=h, json={"runner": "nobody"}), 422, "unknown_user")
+    assert_error(client.post(p, headers=h, json={"runner": "lab"}), 422, "wrong_role")
+    assert_error(client.post(p, headers=h, json={"runner": "alice", "enrolled_from_unix_s": 10,
                                                   "enrolled_to_unix_s": 10}), 422, "invalid_window")
-    _assert_error(client.post(p, headers=h, json={"runner": "alice", "enrolled_from_unix_s": "yesterday"}), 422,
+    assert_error(client.post(p, headers=h, json={"runner": "alice", "enrolled_from_unix_s": "yesterday"}), 422,
                   "invalid_window")
-    _assert_error(client.post("/api/v1/studies/gait/grants", headers=h, json={"lab": "pt"}), 422, "wrong_role")
-    _assert_error(client.post("/api/v1/studies/nope/grants", headers=h, json={"lab": "lab"}), 404)
-    _assert_error(client.delete("/api/v1/studies/gait/participants/alice", headers=h), 404)  # not enrolled
+    assert_error(client.post("/api/v1/studies/gait/grants", headers=h, json={"lab": "pt"}), 422, "wrong_role")
+    assert_error(client.post("/api/v1/studies/nope/grants", headers=h, json={"lab": "lab"}), 404)
+    assert_error(client.delete("/api/v1/studies/gait/participants/alice", headers=h), 404)  # not enrolled
     # nothing of that changed the study
     g = client.get("/api/v1/studies/gait", headers=h).json()
     assert [p["runner"] for p in g["participants"]] == ["bob", "dan"] and g["labs"] == ["lab"]
@@ -164,7 +156,7 @@ def test_admin_creates_study_enrolls_and_grants(client, sessions, users):
     adm, lab = bearer(client, "root"), bearer(client, "lab")
     sid = sessions.ids["alice"]
     started = client.get(f"/api/v1/sessions/{sid}", headers=adm).json()["started_unix_s"]
-    _assert_error(client.get(f"/api/v1/sessions/{sid}", headers=lab), 404)
+    assert_error(client.get(f"/api/v1/sessions/{sid}", headers=lab), 404)
     try:
         r = client.post("/api/v1/studies", headers=adm, json={"name": "spring", "title": "Spring cohort"})
         assert r.status_code == 201 and r.json()["participants"] == [] and r.json()["title"] == "Spring cohort"
@@ -174,7 +166,7 @@ def test_admin_creates_study_enrolls_and_grants(client, sessions, users):
         r = client.post("/api/v1/studies/spring/grants", headers=adm, json={"lab": "lab"})
         assert r.status_code == 200 and r.json()["labs"] == ["lab"]
         assert "spring" in [s["name"] for s in client.get("/api/v1/studies", headers=lab).json()["studies"]]
-        _assert_error(client.get(f"/api/v1/sessions/{sid}", headers=lab), 404)  # started before the window
+        assert_error(client.get(f"/api/v1/sessions/{sid}", headers=lab), 404)  # started before the window
         r = client.post("/api/v1/studies/spring/participants", headers=adm,  # enrolling again replaces the window
                         json={"runner": "alice", "enrolled_from_unix_s": started - 60,
                               "enrolled_to_unix_s": started + 60})
@@ -184,8 +176,8 @@ def test_admin_creates_study_enrolls_and_grants(client, sessions, users):
         assert _ids(client.get("/api/v1/studies/spring", headers=lab)) == [sid]
         r = client.delete("/api/v1/studies/spring/grants/lab", headers=adm)
         assert r.status_code == 200 and r.json()["labs"] == []
-        _assert_error(client.get(f"/api/v1/sessions/{sid}", headers=lab), 404)
-        _assert_error(client.get("/api/v1/studies/spring", headers=lab), 404)
+        assert_error(client.get(f"/api/v1/sessions/{sid}", headers=lab), 404)
+        assert_error(client.get("/api/v1/studies/spring", headers=lab), 404)
         assert client.delete("/api/v1/studies/spring/participants/alice", headers=adm).status_code == 200
         assert client.get("/api/v1/studies/spring", headers=adm).json()["participants"] == []
     finally:
