@@ -160,6 +160,17 @@ def test_ingest_contract_messages(broker, tmp_path):
     store.close()
 
 
+def _shutdown(proc, pub, log) -> None:
+    """Stop the ingest process cleanly (SIGTERM, then kill after 10 s), close the publisher and the log."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    pub.close()
+    log.close()
+
+
 def _ingest_cmd(db, port, client_id):
     return [sys.executable, "-m", "runform.server.cli", "ingest", "--db", str(db), "--port", str(port),
             "--user", "edge", "--password", PASSWORD, "--client-id", client_id, "--batch-delay", "0.03",
@@ -230,13 +241,7 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(broker, tmp_path):
             f"only {_count_blocks(db)} of {n_blocks} raw blocks stored: acknowledged messages were lost")
         time.sleep(0.3)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        pub.close()
-        log.close()
+        _shutdown(proc, pub, log)
     assert sum(0 < k < n_blocks for k in kills) >= 3, kills  # the kills hit the middle of the ingest
     store = open_store(db)
     assert store.integrity_check() == []
@@ -328,13 +333,7 @@ def test_read_only_database_waits_then_resumes(broker, small_fs, tmp_path):
         assert _mount(["-o", "remount,rw", str(small_fs)]).returncode == 0
         assert _wait(lambda: _count_blocks(db) >= 120, 30), log_path.read_text()[-2000:]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        pub.close()
-        log.close()
+        _shutdown(proc, pub, log)
     store = open_store(db)
     assert store.integrity_check() == []
     _check_raw(store, _expected(raws))
