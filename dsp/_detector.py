@@ -24,7 +24,7 @@ from ._events import (
     empty_steps,
 )
 from ._filters import (butter_lowpass_sos, fir_kernel, fir_state, gaussian_derivative_taps, sos_steady_state,
-                       sosfilt_kernel)
+                       sosfilt_bank_kernel, sosfilt_kernel)
 from ._motion import jerk_kernel, motion_kernel, row_norm_kernel
 from ._orientation import body_frame_kernel, orientation_init, orientation_kernel
 from ._params import LimbParams, SacrumParams, params_for
@@ -142,6 +142,9 @@ class GaitEventDetector:
             self.look_ahead_ms = p.max_gct_ms + 1000.0 / fs
             self._sos_ml = butter_lowpass_sos(min(p.lowpass_hz, nyq), fs)
             self._sos_vf = butter_lowpass_sos(min(p.vgrf_lowpass_hz, nyq), fs)
+            # the three sacral low-passes run as one bank: rows v (events), v (vGRF), ml (side)
+            self._sos_bank = np.stack([self._sos, self._sos_vf, self._sos_ml])
+            self._bank_cols = np.array([0, 0, 2], dtype=np.int64)  # columns of the orientation output
             if p.walking_ics:
                 self._walk_taps = gaussian_derivative_taps(p.walk_sigma_ms / 1000.0, fs)
                 delay_n = (self._walk_taps.shape[0] - 1) // 2
@@ -174,8 +177,6 @@ class GaitEventDetector:
             self._sos_ml = None
         self._ostate = orientation_init()
         self._zi = None
-        self._zi_ml = None
-        self._zi_vf = None
         self._zi_g = None
         self._last_acc = None
         # bounded ring of sample times: long enough to reach back over the look-ahead
@@ -260,12 +261,10 @@ class GaitEventDetector:
         self._motion = motion_kernel(norm, self._alpha_motion, self._motion)
         if isinstance(self.params, SacrumParams):
             if self._zi is None:
-                self._zi = sos_steady_state(self._sos, v[0])
-                self._zi_ml = sos_steady_state(self._sos_ml, ml[0])
-                self._zi_vf = sos_steady_state(self._sos_vf, v[0])
-            v_lp, self._zi = sosfilt_kernel(self._sos, v, self._zi)
-            vf_lp, self._zi_vf = sosfilt_kernel(self._sos_vf, v, self._zi_vf)
-            ml_lp, self._zi_ml = sosfilt_kernel(self._sos_ml, ml, self._zi_ml)
+                self._zi = np.stack([sos_steady_state(self._sos, v[0]), sos_steady_state(self._sos_vf, v[0]),
+                                     sos_steady_state(self._sos_ml, ml[0])])
+            lp, self._zi = sosfilt_bank_kernel(self._sos_bank, comps, self._bank_cols, self._zi)
+            v_lp, vf_lp, ml_lp = lp[0], lp[1], lp[2]  # contiguous rows
             self._kstate, ev = K.sacrum_kernel(self._kparams, v_lp, vf_lp, ml_lp, norm, maxabs, self._kstate)
             walking = None
             if self.params.walking_ics:

@@ -74,6 +74,33 @@ def sosfilt_kernel(sos, x, zi):
     return y, z
 
 
+@jit
+def sosfilt_bank_kernel(sos, x, cols, zi):
+    """Several independent :func:`sosfilt_kernel` filters in one pass over the samples.
+
+    ``sos`` (k, n_sections, 6): filter c's sections; ``x`` (n, m): the input table; ``cols`` (k,) int: the column
+    of ``x`` filter c reads (a column may feed several filters); ``zi`` (k, n_sections, 2). Returns ``(y, zf)`` with
+    ``y`` of shape (k, n): row c is exactly ``sosfilt_kernel(sos[c], x[:, cols[c]], zi[c])[0]`` (the same
+    operations in the same order). One filter waits on its own recursion every sample; interleaving k of them
+    lets the processor overlap those waits.
+    """
+    k = sos.shape[0]
+    n_sec = sos.shape[1]
+    z = zi.copy()
+    n = x.shape[0]
+    y = np.empty((k, n))
+    for i in range(n):
+        for c in range(k):
+            v = x[i, cols[c]]
+            for s in range(n_sec):
+                out = sos[c, s, 0] * v + z[c, s, 0]
+                z[c, s, 0] = sos[c, s, 1] * v - sos[c, s, 4] * out + z[c, s, 1]
+                z[c, s, 1] = sos[c, s, 2] * v - sos[c, s, 5] * out
+                v = out
+            y[c, i] = v
+    return y, z
+
+
 def gaussian_derivative_taps(sigma_s: float, sampling_rate_hz: float) -> np.ndarray:
     """FIR taps of the first derivative of a Gaussian (σ = ``sigma_s``), truncated at ±3σ.
 
@@ -99,6 +126,9 @@ def fir_state(taps: np.ndarray, x0: float) -> np.ndarray:
     return np.full(taps.shape[0] - 1, float(x0))
 
 
+_FIR_BLOCK = 256  # outputs per block of fir_kernel (2 kB of y: stays in L1)
+
+
 @jit
 def fir_kernel(taps, x, hist):
     """Causal FIR ``y[i] = sum_j taps[j] * x[i - j]``; ``hist`` holds the previous ``len(taps) - 1``
@@ -111,12 +141,20 @@ def fir_kernel(taps, x, hist):
         buf[j] = hist[h - 1 - j]
     for i in range(n):
         buf[h + i] = x[i]
+    # Tap-outer, sample-inner, over blocks of outputs that stay in L1: each y[i] still sums taps[0] ..
+    # taps[m-1] in that order from 0.0 (the very rounding of the textbook loop, so results are identical), but
+    # the inner loop carries no dependency and, over a zero-based slice (no negative-index wrap-around to
+    # check), vectorises. The textbook order waits on one floating-point add per tap per sample (~6x slower).
     y = np.empty(n)
-    for i in range(n):
-        acc = 0.0
+    for i0 in range(0, n, _FIR_BLOCK):
+        nb = min(_FIR_BLOCK, n - i0)
+        acc = y[i0:i0 + nb]
+        acc[:] = 0.0
         for j in range(m):
-            acc += taps[j] * buf[h + i - j]
-        y[i] = acc
+            tj = taps[j]
+            seg = buf[h + i0 - j:h + i0 - j + nb]
+            for k in range(nb):
+                acc[k] += tj * seg[k]
     out = np.empty(h)
     for j in range(h):
         out[j] = buf[h + n - 1 - j]

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from runform.dsp._filters import butter_lowpass_sos, sos_steady_state, sosfilt_kernel
+from runform.dsp._filters import (butter_lowpass_sos, fir_kernel, fir_state, gaussian_derivative_taps, sos_steady_state,
+                                  sosfilt_bank_kernel, sosfilt_kernel)
 from tests.dsp import naive
 
 
@@ -45,3 +46,49 @@ def test_steady_state_has_no_transient():
     sos = butter_lowpass_sos(20.0, 500.0)
     y, _ = sosfilt_kernel(sos, np.full(200, 9.81), sos_steady_state(sos, 9.81))
     np.testing.assert_allclose(y, 9.81, rtol=1e-12)
+
+
+def test_bank_equals_separate_filters_bit_for_bit_and_chunks():
+    """The sacral detector's three low-passes run as one bank: each row must be exactly the single filter."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2500, 5))
+    s20, s8, s4 = butter_lowpass_sos(20.0, 500.0), butter_lowpass_sos(8.0, 500.0), butter_lowpass_sos(20.0, 500.0, 4)
+    for sections in ((s20, s8, s20), (s4, s4)):
+        sos = np.stack(sections)
+        cols = np.array([0, 0, 2])[: len(sections)]
+        zi = np.stack([sos_steady_state(s, x[0, c]) for s, c in zip(sections, cols)])
+        y, zf = sosfilt_bank_kernel(sos, x, cols, zi)
+        assert y.shape == (len(sections), 2500)
+        for c, (s, col) in enumerate(zip(sections, cols)):
+            y1, z1 = sosfilt_kernel(s, np.ascontiguousarray(x[:, col]), zi[c])
+            assert np.array_equal(y[c], y1)
+            assert np.array_equal(zf[c], z1)
+            np.testing.assert_allclose(y[c], naive.sosfilt(s, x[:, col], zi[c])[0], rtol=1e-12, atol=1e-12)
+        cuts = np.sort(rng.choice(np.arange(1, 2500), 30, replace=False))
+        z, parts = zi, []
+        for piece in np.split(x, cuts):
+            yp, z = sosfilt_bank_kernel(sos, piece, cols, z)
+            parts.append(yp)
+        assert np.array_equal(np.concatenate(parts, axis=1), y)
+        assert np.array_equal(z, zf)
+
+
+@pytest.mark.parametrize("n", [1, 7, 255, 256, 257, 3000])
+def test_fir_blocked_loop_equals_textbook_sum(n):
+    """fir_kernel sums tap by tap over blocks of outputs; every output must equal the textbook per-sample sum
+    (taps[0] .. taps[m-1], in that order, from 0.0) exactly, whatever n is against the block size."""
+    rng = np.random.default_rng(n)
+    taps = gaussian_derivative_taps(0.04, 500.0)
+    hist = rng.standard_normal(taps.shape[0] - 1)
+    x = rng.standard_normal(n)
+    y, new_hist = fir_kernel(taps, x, hist)
+    buf = np.r_[hist[::-1], x]
+    h = taps.shape[0] - 1
+    want = np.empty(n)
+    for i in range(n):
+        acc = 0.0
+        for j in range(taps.shape[0]):
+            acc += taps[j] * buf[h + i - j]
+        want[i] = acc
+    assert np.array_equal(y, want)
+    assert np.array_equal(new_hist, buf[::-1][:h])
