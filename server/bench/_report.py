@@ -80,9 +80,9 @@ code is not copied. `tools/peers/peer_timings.py` runs under that venv in a subp
   sliding window: 5 s every 100 ms here. Live throughput = new samples per hop ÷ median call time, compared with
   runform streaming 20-sample chunks. A window in which a peer raises is still timed and counted.
 runform processes the very same samples (no resampling: 204.8 Hz feet and the 100 Hz lower back are within its
-rates). Ratio = runform samples/s ÷ peer samples/s (> 1: runform faster). runform's sacrum detector is built
-for running (it needs a flight phase) and gaitmap/mobgap's data are walking: step counts there are not an
-accuracy comparison (see docs/accuracy.md for accuracy).
+rates). Ratio = runform samples/s ÷ peer samples/s (> 1: runform faster). runform's sacrum detector runs its
+running-stance kernel and its walking-IC kernel on every sample (both are timed); the step counts listed here
+are a sanity check, not an accuracy comparison (docs/accuracy.md compares both with mobgap's reference).
 
 **Other areas.** `runform.firmware_bridge._bench.run`, `runform.firmware_bridge.ble._bench.run` and
 `runform.server._bench_mqtt.run` are each run in their own subprocess with a timeout; an absent module is
