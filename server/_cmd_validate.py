@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="measure event accuracy on the real recordings and write the accuracy report",
         description="Runs every trial of ../shared/data (or $RUNFORM_DATA) through the streaming detector "
                     "(20-sample chunks) and writes bias, SD, limits of agreement and RMSE per dataset and "
-                    "condition. Skips with a clear message when the data are absent.",
+                    "condition. Overground running (Grouvel 2023): marker reference contacts, checked against "
+                    "the force plates of its .c3d trials, and the IMU clock checked against the markers before "
+                    "any IMU is scored. Skips with a clear message when the data are absent.",
     )
     p.add_argument("--out", default="docs/accuracy.md", help="Markdown report (default docs/accuracy.md)")
     p.add_argument("--json-out", default=None, help="machine-readable results (default: beside --out, .json)")
