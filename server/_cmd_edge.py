@@ -76,9 +76,13 @@ def register(subparsers) -> None:
 
 
 def _cmd_broker(args) -> int:
-    from .broker import AccessSpec, BrokerError, start_broker
+    from .broker import AccessSpec, AccessSpecError, BrokerError, start_broker
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    access = AccessSpec.from_json(args.users) if args.users else AccessSpec.demo()
+    try:
+        access = AccessSpec.from_json(args.users) if args.users else AccessSpec.demo()
+    except (AccessSpecError, OSError) as exc:
+        print(f"runform broker: --users {args.users}: {exc}", file=sys.stderr)
+        return 2
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="runform-broker-"))
     try:
         broker = start_broker(workdir, access, prefer="embedded" if args.embedded else "auto", port=args.port,

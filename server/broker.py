@@ -22,8 +22,9 @@ Roles and what the generated ACL allows (topic tree: see docs/mqtt.md):
 
 Mosquitto 2.0.11 facts that shape this module (measured, /work/shared/reference/mqtt.md):
 the websockets listener binds all interfaces unless ``socket_domain ipv4`` is set; ``max_queued_messages``
-defaults to 1000 and silently drops QoS1 beyond that; SIGTERM right after the first port opens can kill the
-process before it saved its DB, so readiness waits for *every* listener.
+defaults to 1000 and silently drops QoS1 beyond that (and a subscriber that stops reading costs the broker up to
+``max_queued_messages`` x message size: ``max_queued_bytes`` bounds that); SIGTERM right after the first port
+opens can kill the process before it saved its DB, so readiness waits for *every* listener.
 
 Embedded fallback (no Mosquitto installed, e.g. ``make demo`` on a machine without apt): ``iotcore`` (pip,
 bundles the rumqttd broker) with a generated TOML config. It was the only pip broker that passed v5 + v3.1.1,
@@ -181,7 +182,7 @@ def generate_acl(spec: AccessSpec) -> str:
 def generate_mosquitto_conf(
     workdir: Path, *, port: int, ws_port: int | None = None, persistence: bool = False,
     max_queued_messages: int = 10000, run_as: str | None = None, have_users: bool = True,
-    extra: Iterable[str] = (),
+    extra: Iterable[str] = (), max_queued_bytes: int = 16 * 1024 * 1024,
 ) -> str:
     """The mosquitto.conf text (listeners on 127.0.0.1 only)."""
     workdir = Path(workdir)
@@ -199,6 +200,9 @@ def generate_mosquitto_conf(
         f"persistence_location {workdir / 'data'}/",
         # default 1000 drops QoS1 silently for slow subscribers; bounded, but larger
         f"max_queued_messages {int(max_queued_messages)}",
+        # ... and bytes: a subscriber that stops reading (a phone in a tunnel, a hung dashboard) costs the broker
+        # at most this much; beyond it the broker drops that client's messages (logged), nobody else's
+        f"max_queued_bytes {int(max_queued_bytes)}",
         # cues are small QoS0 messages: with Nagle on, a cue behind an unacknowledged message waits for the
         # subscriber's delayed ACK (up to 40 ms on Linux) before the broker sends it
         "set_tcp_nodelay true",
@@ -384,7 +388,8 @@ class MosquittoBroker(_ProcessBroker):
 
     def __init__(self, workdir: str | os.PathLike, access: AccessSpec | None = None, *, port: int | None = None,
                  websockets: bool = False, ws_port: int | None = None, persistence: bool = False,
-                 max_queued_messages: int = 10000, extra_conf: Iterable[str] = ()) -> None:
+                 max_queued_messages: int = 10000, max_queued_bytes: int = 16 * 1024 * 1024,
+                 extra_conf: Iterable[str] = ()) -> None:
         super().__init__(workdir, port=port)
         self.extra_conf = list(extra_conf)
         if not mosquitto_available():
@@ -393,6 +398,7 @@ class MosquittoBroker(_ProcessBroker):
         self.ws_port = (int(ws_port) if ws_port else free_port()) if websockets else None
         self.persistence = persistence
         self.max_queued_messages = max_queued_messages
+        self.max_queued_bytes = max_queued_bytes
         self.conf_path = self.workdir / "mosquitto.conf"
 
     def _ports(self) -> list[int]:
@@ -420,7 +426,7 @@ class MosquittoBroker(_ProcessBroker):
         self.conf_path.write_text(generate_mosquitto_conf(
             self.workdir, port=self.port, ws_port=self.ws_port, persistence=self.persistence,
             max_queued_messages=self.max_queued_messages, run_as=run_as, have_users=True,
-            extra=self.extra_conf))
+            extra=self.extra_conf, max_queued_bytes=self.max_queued_bytes))
 
     def _command(self) -> list[str]:
         return [_find("mosquitto"), "-c", str(self.conf_path)]

@@ -734,7 +734,8 @@ class RunnerPipeline:
         if self.link is not None:
             s = self.link.stats()
             d.update(mqtt_connected=s["connected"], mqtt_dropped=s["dropped_overflow"],
-                     mqtt_stale_cues=s["dropped_stale_cues"], mqtt_queue_max=s["queue_max_depth"])
+                     mqtt_stale_cues=s["dropped_stale_cues"], mqtt_queue_max=s["queue_max_depth"],
+                     mqtt_stalls=s["stalls"])
         return d
 
     def _pump(self) -> None:

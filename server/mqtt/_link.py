@@ -12,7 +12,12 @@ a reconnect is by definition late. So:
   MQTT message expiry is set to the *remaining* lifetime when it is finally sent, and cues go out at QoS0
   (never retransmitted late);
 - metrics keep only the newest (a 1 s snapshot superseded by the next one);
-- raw blocks are the first to be shed under overload: they are in the local journal already.
+- raw blocks are the first to be shed under overload: they are in the local journal already;
+- a broker that stops reading (stalled, overloaded, SIGSTOPped) while the TCP connection stays up: QoS 0
+  messages would go on into the socket's kernel buffer and reach subscribers whenever the broker wakes up
+  (a cue seconds late). So when a QoS 1 message handed to paho has had no PUBACK for ``stall_s`` the link
+  counts a stall and hands nothing more until the broker acknowledges again; meanwhile cues expire in OUR
+  queue (counted stale) and the other classes overflow their bounded queues (counted).
 
 Client ids never collide: ``rf-{role}-{runner}-{host}-{pid}-{random}``; a second process for the same runner
 gets its own id instead of kicking the first one off the broker (which is what a shared id does).
@@ -89,6 +94,7 @@ class MqttSettings:
     window: int = 200  # messages handed to paho but not yet written/acked
     max_inflight: int = 100
     paho_queue_limit: int = 400  # backstop on paho's own QoS>0 queue
+    stall_s: float = 1.0  # a QoS 1 message without PUBACK this long: the broker is stalled, hold everything
 
 
 class OutboundQueue:
@@ -186,7 +192,10 @@ class MqttLink:
         self._subs = list(subscriptions)
         self._user_on_message = on_message
         self._events: collections.deque = collections.deque()  # from the paho thread: ("ack", mid) / ("conn",)
-        self._pending: dict[int, int] = {}  # mid -> qos, handed to paho and not yet written/acked
+        # mid -> (qos, time.monotonic() handed), handed to paho and not yet written/acked; insertion order = age
+        self._pending: dict[int, tuple[int, float]] = {}
+        self._stalled_since: float | None = None
+        self._overflow_logged: dict[str, int] = {}
         self._connected = threading.Event()
         self._wake: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # asyncio mode (start(loop))
@@ -197,10 +206,11 @@ class MqttLink:
         self._aio_retry: asyncio.TimerHandle | None = None
         self._aio_misc_handle: asyncio.TimerHandle | None = None
         self._backoff_s: float | None = None
+        self.reconnect_delays_s: collections.deque = collections.deque(maxlen=32)  # the last waits scheduled
         self.connect_attempts = 0
         self.last_connect_mono: float | None = None  # time.monotonic() of the last CONNACK
         self.counters = {"connects": 0, "disconnects": 0, "published": 0, "paho_refused": 0,
-                         "messages_in": 0, "max_pending": 0}
+                         "messages_in": 0, "max_pending": 0, "stalls": 0}
         self.last_disconnect_reason: str | None = None
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                         transport=settings.transport)
@@ -345,6 +355,7 @@ class MqttLink:
         self._backoff_s = s.reconnect_min_s if self._backoff_s is None else min(self._backoff_s * 2,
                                                                                  s.reconnect_max_s)
         delay = self._backoff_s * random.uniform(0.8, 1.2)
+        self.reconnect_delays_s.append(delay)
         self._aio_retry = self._loop.call_later(delay, self._aio_connect)
 
     @staticmethod
@@ -423,15 +434,46 @@ class MqttLink:
     def enqueue(self, cls: str, topic: str, payload: bytes, *, retain: bool = False, ttl_s: float | None = None,
                 content_type: str | None = None, user_props: tuple[tuple[str, str], ...] = ()) -> bool:
         deadline = time.monotonic() + ttl_s if ttl_s is not None else None
-        return self.queue.push(Outgoing(cls, topic, payload, retain, deadline, content_type, user_props))
+        ok = self.queue.push(Outgoing(cls, topic, payload, retain, deadline, content_type, user_props))
+        if not ok and self.queue.classes[cls].maxlen > 1:  # overflow (metrics: newest wins by design): counted
+            n = self.queue.dropped_overflow[cls]  # in stats(); in the log too (1st, 10th, 100th, every 1000th)
+            if n in (1, 10, 100) or n % 1000 == 0:
+                log.warning("%s: outgoing %s queue full (%d): %d oldest %s messages dropped so far%s", self.client_id,
+                            cls, self.queue.classes[cls].maxlen, n, cls,
+                            " (journaled locally)" if cls == CLASS_RAW else "")
+        return ok
 
     def _drain_events(self) -> None:
         while self._events:
             ev = self._events.popleft()
             if ev[0] == "ack":
                 self._pending.pop(ev[1], None)
-            else:  # reconnected: QoS0 packets paho had buffered are gone and will never be acked
-                self._pending = {m: q for m, q in self._pending.items() if q > 0}
+            else:  # reconnected: QoS0 packets paho had buffered are gone and will never be acked; paho resends
+                now = time.monotonic()  # the QoS>0 ones now, so their PUBACK clock starts again
+                self._pending = {m: (q, now) for m, (q, _) in self._pending.items() if q > 0}
+                self._stalled_since = None
+
+    def _stalled(self, now: float) -> bool:
+        """True while the oldest QoS>0 message handed to paho has waited ``stall_s`` for its PUBACK."""
+        oldest = None
+        for q, t in self._pending.values():  # insertion order: QoS0 entries leave as soon as they are written
+            if q > 0:
+                oldest = t
+                break
+        stalled = oldest is not None and now - oldest >= self.settings.stall_s
+        if stalled and self._stalled_since is None:
+            self._stalled_since = now
+            self.counters["stalls"] += 1
+            log.warning("%s: broker has not acknowledged for %.1f s: holding outgoing messages (cues expire in the "
+                        "queue, bounded queues shed the oldest)", self.client_id, now - oldest)
+        elif not stalled and self._stalled_since is not None:
+            log.info("%s: broker acknowledges again after a %.1f s stall", self.client_id, now - self._stalled_since)
+            self._stalled_since = None
+        return stalled
+
+    @property
+    def stalled(self) -> bool:
+        return self._stalled_since is not None
 
     def pump(self) -> int:
         """Hand queued messages to paho while connected and the window allows; returns how many."""
@@ -440,7 +482,7 @@ class MqttLink:
         self._drain_events()
         now = time.monotonic()
         self.queue.expire(now)
-        if not self.connected:
+        if not self.connected or self._stalled(now):
             return 0
         sent = 0
         while len(self._pending) < self.settings.window:
@@ -459,11 +501,11 @@ class MqttLink:
                     props.UserProperty = list(m.user_props)
             info = self.client.publish(m.topic, m.payload, qos=pol.qos, retain=m.retain, properties=props)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._pending[info.mid] = pol.qos
+                self._pending[info.mid] = (pol.qos, now)
                 sent += 1
             elif info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and pol.qos > 0:
                 # paho keeps QoS>0 messages and sends them after reconnecting: still ours to count
-                self._pending[info.mid] = pol.qos
+                self._pending[info.mid] = (pol.qos, now)
                 sent += 1
                 break
             else:
@@ -483,7 +525,7 @@ class MqttLink:
 
     def stats(self) -> dict:
         q = self.queue
-        return {**self.counters, "connected": self.connected, "pending": len(self._pending),
+        return {**self.counters, "connected": self.connected, "stalled": self.stalled, "pending": len(self._pending),
                 "queue_depth": q.depth(), "queue_max_depth": dict(q.max_depth),
                 "dropped_overflow": dict(q.dropped_overflow), "dropped_stale_cues": q.dropped_stale,
                 "enqueued": dict(q.enqueued)}

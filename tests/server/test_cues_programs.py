@@ -102,6 +102,22 @@ def test_form_alerts_impact_and_imbalance_and_spacing():
     assert len(t_imp) == 2 and t_imp[1] - t_imp[0] >= 30.0  # 40 s with a 30 s per-code gap
 
 
+def test_form_alert_long_ground_contact():
+    eng = CueEngine(CueConfig(target_cadence_spm=170, gct_limit_ms=300, imbalance_limit_pct=None,
+                              min_spoken_interval_s=2.0, form_min_interval_s=30.0, confirm_s=3.0))
+    cues = run_engine(eng, [(10, 170, ACTIVITY_RUNNING, dict(gct_left_ms=280, gct_right_ms=290)),
+                            (40, 170, ACTIVITY_RUNNING, dict(gct_left_ms=330, gct_right_ms=340))])
+    gct = [q for q in cues if q.code == "gct_high"]
+    assert [q.text for q in gct] == ["Quicker, lighter steps."] * 2 and all(q.kind == "form" for q in gct)
+    assert gct[0].time_s >= 10.0 + 3.0  # the long contacts had to last confirm_s
+    assert gct[1].time_s - gct[0].time_s >= 30.0
+    # walking with long contacts: no form alert (form alerts are for running only)
+    walk = CueEngine(CueConfig(target_cadence_spm=170, gct_limit_ms=300, imbalance_limit_pct=None,
+                               walking_cues=True, min_spoken_interval_s=0, confirm_s=0))
+    assert [q for q in run_engine(walk, [(30, 120, ACTIVITY_WALKING, dict(gct_left_ms=600, gct_right_ms=600))])
+            if q.kind == "form"] == []
+
+
 def test_no_form_alert_below_limits():
     eng = CueEngine(CueConfig(target_cadence_spm=170, impact_limit_g=6.0, imbalance_limit_pct=8.0,
                               gct_limit_ms=300))
