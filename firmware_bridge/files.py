@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import warnings as py_warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,13 +53,17 @@ def parse_axes(spec: str | None) -> dict[str, str]:
         k, v = (s.strip() for s in part.split("=", 1))
         if k not in ("v", "ap", "ml", "x", "y", "z"):
             raise InputFileError(f"--axes name {k!r} must be one of v, ap, ml (or x, y, z)")
+        if k in out:
+            raise InputFileError(f"--axes names {k!r} twice ({k}={out[k]} and {k}={v}); give each axis once")
+        if v in out.values():
+            raise InputFileError(f"--axes uses column {v!r} for two axes; give each axis its own column")
         out[k] = v
     return out
 
 
 def _read_columns(path: Path) -> tuple[list[str], np.ndarray]:
     try:
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: Excel writes a BOM before the header
             reader = csv.reader(fh)
             try:
                 header = [h.strip() for h in next(reader)]
@@ -66,13 +71,23 @@ def _read_columns(path: Path) -> tuple[list[str], np.ndarray]:
                 raise InputFileError(f"{path}: the file is empty") from None
     except FileNotFoundError:
         raise InputFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{path}: is a directory, not a CSV file") from None
+    except PermissionError:
+        raise InputFileError(f"{path}: permission denied") from None
     except UnicodeDecodeError:
         raise InputFileError(f"{path}: not a text CSV file") from None
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     try:
-        data = np.genfromtxt(path, delimiter=",", skip_header=1, dtype=np.float64, invalid_raise=True,
-                             missing_values=("", "nan", "NaN"), filling_values=np.nan)
+        with py_warnings.catch_warnings():
+            py_warnings.simplefilter("ignore", UserWarning)  # "Empty input file": a header-only file, refused below
+            data = np.genfromtxt(path, delimiter=",", skip_header=1, dtype=np.float64, invalid_raise=True,
+                                 missing_values=("", "nan", "NaN"), filling_values=np.nan)
     except ValueError as exc:
         raise InputFileError(f"{path}: malformed CSV ({exc})") from None
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     if data.ndim == 1:
         data = data.reshape(-1, len(header)) if data.size else np.empty((0, len(header)))
     if data.shape[1] != len(header):
@@ -122,8 +137,14 @@ def load_csv(path: str | Path, axes: str | dict | None = None) -> Recording:
         raise InputFileError(
             f"{path}: more than three acceleration columns {acc_names}; choose with --axes v=..,ap=..,ml=.."
         )
+    slots = list(range(len(acc_names)))
+    if body_frame:  # (vertical, AP, ML) keep their places: a missing AP must not move ML into the AP slot
+        keys = order if ax else [k for k in ("v", "ap", "ml") if k in named]
+        if not set(keys) <= {"v", "ap", "ml"}:
+            raise InputFileError("--axes mixes body axes (v, ap, ml) with sensor axes (x, y, z); use one kind")
+        slots = [("v", "ap", "ml").index(k) for k in keys]
     acc = np.zeros((t.shape[0], 3))
-    for k, name in enumerate(acc_names):
+    for k, name in zip(slots, acc_names):
         acc[:, k] = data[:, cols[name]] * unit_scale(name)
     if len(acc_names) < 3:
         warnings.append(
@@ -133,6 +154,10 @@ def load_csv(path: str | Path, axes: str | dict | None = None) -> Recording:
     gyr = None
     if len(gyr_names) == 3:
         gyr = np.stack([data[:, cols[c]] for c in gyr_names], axis=1)
+    elif gyr_names:
+        warnings.append(
+            f"{len(gyr_names)} gyroscope column(s) ({', '.join(gyr_names)}) instead of three: gyroscope not used"
+        )
 
     if t.shape[0] < 10:
         raise InputFileError(f"{path}: only {t.shape[0]} samples")
@@ -168,6 +193,24 @@ def load_csv(path: str | Path, axes: str | dict | None = None) -> Recording:
         for k in range(3):
             acc[bad, k] = np.interp(t[bad], t[good], acc[good, k])
         warnings.append(f"{int(bad.sum())} sample(s) with missing acceleration were interpolated (runs <= 50 ms)")
+    if gyr is not None:  # the same rule for the gyroscope, but a long gap only drops the (optional) gyroscope
+        bad = ~np.isfinite(gyr).all(axis=1)
+        if bad.any():
+            runs = _runs(bad)
+            s, e = max(runs, key=lambda r: r[1] - r[0])
+            if e - s > 0.05 * fs:
+                warnings.append(
+                    f"{e - s} consecutive samples without rotation rate from t={t[s]:.3f} s "
+                    f"({(e - s) / fs * 1000:.0f} ms): gyroscope not used"
+                )
+                gyr = None
+            else:
+                good = ~bad
+                for k in range(3):
+                    gyr[bad, k] = np.interp(t[bad], t[good], gyr[good, k])
+                warnings.append(
+                    f"{int(bad.sum())} sample(s) with missing rotation rate were interpolated (runs <= 50 ms)"
+                )
     range_g = _detect_clipping(acc / G0)
     if range_g is not None:
         warnings.append(

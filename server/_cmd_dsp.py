@@ -9,6 +9,43 @@ import sys
 import numpy as np
 
 ANALYZE_CHUNK = 20  # samples per update, as BLE delivers: the file goes through the streaming path
+MIN_RANGE_G = 2.0  # smallest full-scale range of a real accelerometer (±2 g)
+MAX_RANGE_G = 1000.0  # high-g shock sensors end around ±400 g; beyond this the value is a typo
+
+
+def check_mass_kg(mass_kg) -> float | None:
+    """``None`` or a positive finite body mass; anything else raises ``ValueError`` with the reason."""
+    if mass_kg is None:
+        return None
+    m = float(mass_kg)
+    if not (math.isfinite(m) and m > 0):
+        raise ValueError(f"body mass must be a positive finite number of kg, got {mass_kg!r}")
+    return m
+
+
+def check_range_g(range_g) -> float | None:
+    """``None`` or a plausible accelerometer full-scale range (``MIN_RANGE_G`` .. ``MAX_RANGE_G`` g)."""
+    if range_g is None:
+        return None
+    r = float(range_g)
+    if not (math.isfinite(r) and MIN_RANGE_G <= r <= MAX_RANGE_G):
+        raise ValueError(f"accelerometer range must be a finite number of g between {MIN_RANGE_G:g} and "
+                         f"{MAX_RANGE_G:g} (e.g. 16 for a ±16 g sensor), got {range_g!r}")
+    return r
+
+
+def _arg_type(check, what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}: {text!r} is not a number") from None
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,15 +55,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Reads a CSV with a time_s column and acceleration columns in g (*_g) or m/s² (*_ms2), runs it "
             "through the streaming step detector and prints ONE JSON object: site, sampling_rate_hz, steps "
-            "(ic_s, tc_s, side, gct_ms, flight_ms, peak_accel_g, clipped, ...), summary, warnings. Times are on "
-            "the file's own clock. Exit 2 with a message on stderr when the file cannot be analysed."
+            "(ic_s, tc_s, side, gct_ms, flight_ms, peak_accel_g, clipped, ...), summary, warnings, gyro. "
+            "Gyroscope columns (gyr_x_dps, gyr_y_dps, gyr_z_dps) are passed to the detector, which takes "
+            "toe-off from them on the foot. Times are on the file's own clock. Exit 2 with a message on "
+            "stderr when the file cannot be analysed."
         ),
     )
     p.add_argument("file", help="CSV file")
     p.add_argument("--site", required=True,
                    choices=["foot", "foot_left", "foot_right", "shank", "shank_left", "shank_right", "sacrum", "hip"])
-    p.add_argument("--mass-kg", type=float, default=None, help="body mass: adds peak vertical force in newtons")
-    p.add_argument("--range-g", type=float, default=None, help="accelerometer full-scale range (clipping flag)")
+    p.add_argument("--mass-kg", type=_arg_type(check_mass_kg, "mass-kg"), default=None,
+                   help="body mass, kg (positive): adds peak vertical force in newtons")
+    p.add_argument("--range-g", type=_arg_type(check_range_g, "range-g"), default=None,
+                   help=f"accelerometer full-scale range, g ({MIN_RANGE_G:g}..{MAX_RANGE_G:g}; clipping flag)")
     p.add_argument("--axes", default=None,
                    help="body-frame columns, e.g. v=acc_v_g,ap=acc_ap_g,ml=acc_ml_g (default: found from names; "
                         "unknown sensor axes are oriented from gravity)")
@@ -116,12 +157,19 @@ def analyze_file(path: str, site: str, mass_kg=None, range_g=None, axes=None) ->
     from runform.dsp import DetectorInputError, GaitEventDetector, parse_site
     from runform.firmware_bridge.files import InputFileError, load_csv
 
-    rec = load_csv(path, axes)
+    try:
+        mass_kg = check_mass_kg(mass_kg)
+        range_g = check_range_g(range_g)
+    except ValueError as exc:
+        raise DetectorInputError(str(exc)) from None
     base_site, _ = parse_site(site)
+    rec = load_csv(path, axes)
     warnings = list(rec.warnings)
     det = GaitEventDetector(site, rec.sampling_rate_hz, mass_kg=mass_kg,
                             range_g=range_g or rec.range_g_detected, body_frame=rec.body_frame)
-    parts = [det.update(rec.acc_ms2[s:s + ANALYZE_CHUNK], rec.time_s[s:s + ANALYZE_CHUNK])
+    gyr = rec.gyr_dps
+    parts = [det.update(rec.acc_ms2[s:s + ANALYZE_CHUNK], rec.time_s[s:s + ANALYZE_CHUNK],
+                        None if gyr is None else gyr[s:s + ANALYZE_CHUNK])
              for s in range(0, rec.time_s.shape[0], ANALYZE_CHUNK)]
     steps = np.concatenate(parts)
     duration = float(rec.time_s[-1] - rec.time_s[0])
@@ -132,8 +180,9 @@ def analyze_file(path: str, site: str, mass_kg=None, range_g=None, axes=None) ->
         )
     elif steps.size < max(3, duration / 4):
         warnings.append(f"only {steps.size} steps in {duration:.1f} s: mostly not running/walking?")
-    if base_site == "sacrum" and not rec.body_frame and rec.acc_ms2.shape[1] == 3:
-        pass
+    if base_site == "sacrum" and len(rec.acc_columns) < 3 and not (rec.body_frame and rec.acc_ms2[:, 2].any()):
+        warnings.append("no medio-lateral axis: left/right cannot be told from a sacrum sensor without it, "
+                        "so every step has side null")
     if base_site != "sacrum" and len(rec.acc_columns) < 3:
         warnings.append("limb sensors need all three axes for orientation-free detection")
     return {
@@ -143,6 +192,7 @@ def analyze_file(path: str, site: str, mass_kg=None, range_g=None, axes=None) ->
         "duration_s": round(duration, 6),
         "axes": {"columns": list(rec.acc_columns), "frame": "body" if rec.body_frame else "sensor (oriented from gravity)"},
         "look_ahead_ms": round(det.look_ahead_ms, 1),
+        "gyro": bool(det.use_gyro),
         "steps": steps_to_json(steps, mass_kg),
         "summary": summarize_steps(steps, base_site),
         "warnings": warnings,
@@ -158,8 +208,12 @@ def cmd_analyze(args) -> int:
     except (InputFileError, DetectorInputError) as exc:
         print(f"runform analyze: error: {exc}", file=sys.stderr)
         return 2
-    json.dump(result, sys.stdout, allow_nan=False)
-    sys.stdout.write("\n")
+    try:  # serialise completely first: a failure must never leave half a JSON object on stdout
+        text = json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        print(f"runform analyze: error: the result cannot be written as JSON ({exc})", file=sys.stderr)
+        return 2
+    sys.stdout.write(text + "\n")
     return 0
 
 

@@ -23,18 +23,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="docs/accuracy.md", help="Markdown report (default docs/accuracy.md)")
     p.add_argument("--json-out", default=None, help="machine-readable results (default: beside --out, .json)")
-    p.add_argument("--data", default=None, help="data folder (default $RUNFORM_DATA or ../shared/data)")
+    p.add_argument("--data", default=None,
+                   help="data folder (default $RUNFORM_DATA or ../shared/data); a named folder that is not the "
+                        "shared data folder is an error (exit 2), not a fallback")
     p.set_defaults(func=cmd_validate)
 
 
 def cmd_validate(args) -> int:
-    import os
-
     from runform.server import validation as V
 
-    if args.data:
-        os.environ["RUNFORM_DATA"] = args.data
-    root = V.data_root()
+    try:  # a folder named with --data or $RUNFORM_DATA must be a data folder: no silent fallback
+        root = V.data_root(args.data)
+    except V.DataRootError as exc:
+        print(f"runform validate: error: {exc}", file=sys.stderr)
+        return 2
     if root is None:
         print("runform validate: skipped: no data folder found (set RUNFORM_DATA or place shared/data beside "
               "the checkout)", file=sys.stderr)

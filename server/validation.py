@@ -25,9 +25,31 @@ TOLERANCE_MS = 60.0  # an IC within this of a reference IC is a match (stated in
 CHUNK = 20  # samples per update, as one BLE packet batch
 
 
-def data_root() -> Path | None:
-    env = os.environ.get("RUNFORM_DATA")
-    candidates = [Path(env)] if env else []
+class DataRootError(ValueError):
+    """A data folder was named explicitly (argument or $RUNFORM_DATA) but is not one."""
+
+
+def _is_data_folder(p: Path) -> bool:
+    return p.is_dir() and (p / "README.md").exists()
+
+
+def data_root(explicit: str | Path | None = None) -> Path | None:
+    """The shared recordings folder, or ``None`` when no default location has it.
+
+    A folder named explicitly (``explicit``, else ``$RUNFORM_DATA``) is the only candidate: when it is not a
+    data folder (a directory with the shared ``README.md``) this raises :class:`DataRootError` instead of
+    silently falling back to ``../shared/data``.
+    """
+    named, source = (explicit, "--data") if explicit else (os.environ.get("RUNFORM_DATA"), "RUNFORM_DATA")
+    if named:
+        p = Path(named).expanduser()
+        if _is_data_folder(p):
+            return p
+        why = "does not exist" if not p.exists() else "is not a directory" if not p.is_dir() else \
+            "has no README.md (not the shared data folder)"
+        raise DataRootError(f"{source} {str(p)!r} {why}; expected the shared data folder "
+                            "(README.md plus one folder per dataset, e.g. sacrum_treadmill_alcantara2022/)")
+    candidates = []
     here = Path(__file__).resolve()
     candidates += [p / "shared" / "data" for p in list(here.parents)[:6]]
     candidates.append(Path.cwd().parent / "shared" / "data")
