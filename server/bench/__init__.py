@@ -95,7 +95,12 @@ def run_bench(cfg: BenchConfig = FULL, progress: Callable[[str], None] | None = 
     res: dict = {"config": {k: v for k, v in cfg.__dict__.items() if k != "extra"},
                  "machine": _machine.describe(root), "target_samples_per_s": 10e6,
                  "chunk_samples": _dsp.CHUNK_SAMPLES, "errors": []}
-    data_root = _data.data_root(cfg.data)
+    try:
+        data_root = _data.data_root(cfg.data)
+    except _data.BenchDataError as exc:  # a data folder named but wrong: say so, bench the simulator only
+        data_root = None
+        res["errors"].append(f"data: {exc}")
+        say(f"WARNING: {exc}; real-data signals and peers are skipped")
     res["data_root"] = str(data_root) if data_root else None
 
     from runform.dsp import warmup

@@ -62,12 +62,15 @@ def data_root(explicit: str | Path | None = None) -> Path | None:
         return p if p.is_dir() else None
     try:
         from runform.server.validation import data_root as _root
-        return _root()
-    except Exception:  # validation module absent in a partial build: same rules, locally
+    except ImportError:  # validation module absent in a partial build: same rules, locally
         import os
         env = os.environ.get("RUNFORM_DATA")
         cands = ([Path(env)] if env else []) + [p / "shared" / "data" for p in Path(__file__).resolve().parents]
         return next((c for c in cands if c.is_dir() and (c / "README.md").exists()), None)
+    try:
+        return _root()
+    except ValueError as exc:  # DataRootError: RUNFORM_DATA names something that is not the data folder
+        raise BenchDataError(str(exc)) from None
 
 
 def project_to_body(acc_ms2: np.ndarray, sampling_rate_hz: float, site: str) -> np.ndarray:
