@@ -123,8 +123,11 @@ def sacrum_kernel(params, v_g, vf_g, ml_g, norm_g, maxabs_g, state):
     LP_CLIP_G,
     LP_EMA,
     LP_DECAY,
-) = range(12)
-LIMB_PARAMS_SIZE = 12
+    LP_QUIET_G,
+    LP_QUIET_N,
+    LP_SWING_N,
+) = range(15)
+LIMB_PARAMS_SIZE = 15
 (
     _LS_N,
     _LS_MODE,
@@ -150,8 +153,11 @@ LIMB_PARAMS_SIZE = 12
     _LS_JBEST,
     _LS_JERK_EMA,
     _LS_PREV_IC_OK,
-) = range(24)
-LIMB_STATE_SIZE = 24
+    _LS_QRUN,
+    _LS_STANCE,
+    _LS_STANCE_END,
+) = range(27)
+LIMB_STATE_SIZE = 27
 
 
 def limb_init(params: np.ndarray) -> np.ndarray:
@@ -162,6 +168,7 @@ def limb_init(params: np.ndarray) -> np.ndarray:
     st[_LS_PEAK_EMA] = 0.0
     st[_LS_PREV_TC] = np.nan
     st[_LS_PREV_IC_OK] = -1e18
+    st[_LS_STANCE_END] = -1e18
     return st
 
 
@@ -180,6 +187,41 @@ def _parabolic(left, centre, right):
 
 
 @jit
+def _limb_emit(params, st, events, ne, idx):
+    """Confirm the candidate in ``st`` (TC = the best ``tc_sig`` minimum so far), learn from it, write its row."""
+    if st[_LS_TC_BEST_I] >= 0.0:
+        tc = st[_LS_TC_BEST_I] + _parabolic(st[_LS_TC_LEFT], st[_LS_TC_BEST], st[_LS_TC_RIGHT])
+    else:
+        tc = np.nan
+    if ne == events.shape[0]:
+        grown = np.empty((2 * ne, EV_N))
+        grown[:ne] = events[:ne]
+        events = grown
+    a = params[LP_EMA]
+    # confirmed: stride from the previous confirmed IC and the impact-jerk level
+    if st[_LS_PREV_IC_OK] > -1e17:
+        stride = st[_LS_IC] - st[_LS_PREV_IC_OK]
+        # a stride far longer than usual hides a missed contact: don't learn from it
+        if stride <= params[LP_STRIDE_MAX_N] and stride <= 1.5 * st[_LS_STRIDE_EMA]:
+            st[_LS_STRIDE_EMA] += a * (stride - st[_LS_STRIDE_EMA])
+    st[_LS_PREV_IC_OK] = st[_LS_IC]
+    if st[_LS_JERK_EMA] == 0.0:
+        st[_LS_JERK_EMA] = st[_LS_JBEST]
+    else:
+        st[_LS_JERK_EMA] += a * (st[_LS_JBEST] - st[_LS_JERK_EMA])
+    events[ne, EV_IC] = st[_LS_IC]
+    events[ne, EV_TC] = tc
+    events[ne, EV_PEAK_V] = np.nan
+    events[ne, EV_PEAK_NORM] = st[_LS_BEST]
+    events[ne, EV_ML_MEAN] = np.nan
+    events[ne, EV_SLOPE] = st[_LS_SLOPE]
+    events[ne, EV_CLIPPED] = st[_LS_CLIP]
+    events[ne, EV_EMITTED] = idx
+    st[_LS_MODE] = 0.0
+    return events, ne + 1
+
+
+@jit
 def limb_kernel(params, norm_g, jerk_gpms, tc_sig, maxabs_g, state):
     """Initial contact = the impact peak of |acc|; toe-off = minimum of ``tc_sig``.
 
@@ -193,24 +235,49 @@ def limb_kernel(params, norm_g, jerk_gpms, tc_sig, maxabs_g, state):
        fractions of the recent stride after the IC feature; a sharper impact
        inside that window replaces the candidate (it was not a heel strike);
     4. the step is emitted at the end of the TC window (the look-ahead).
+
+    Rest check (``quiet_g`` > 0, the foot): a contact is impact -> foot at rest
+    (|acc| within ``quiet_g`` of 1 g for ``quiet_n`` samples) -> push-off -> swing.
+    A candidate that came to rest is a contact: a sharper trigger no longer
+    replaces it (a soft forefoot impact can be no sharper than its own push-off),
+    and a trigger at least ``swing_n`` samples after its rest ended is the next
+    contact even inside the TC window or the refractory time (the stride is
+    shorter than the learned one, e.g. running after walking): the candidate is
+    emitted at once and the new one starts. Without a rest nothing changes.
     """
     st = state.copy()
     n = norm_g.shape[0]
     events = np.empty((n // 16 + 2, EV_N))
     ne = 0
-    a = params[LP_EMA]
+    quiet_g = params[LP_QUIET_G]
     for i in range(n):
         idx = st[_LS_N] + i
         x = norm_g[i]
         mode = st[_LS_MODE]
         j = jerk_gpms[i]
+        if quiet_g > 0.0:
+            if abs(x - 1.0) < quiet_g:
+                st[_LS_QRUN] += 1.0
+            else:
+                st[_LS_QRUN] = 0.0
+            if st[_LS_QRUN] >= params[LP_QUIET_N]:
+                st[_LS_STANCE_END] = idx
+                if mode != 0.0:
+                    st[_LS_STANCE] = 1.0
         trig = params[LP_TRIG_MIN_G]
         t2 = params[LP_TRIG_FRAC] * st[_LS_JERK_EMA]
         if t2 > trig:
             trig = t2
-        if mode == 2.0 and idx >= st[_LS_TC_START] and j >= trig and j > st[_LS_JBEST]:
-            mode = 0.0  # a sharper impact: the candidate was not a heel strike
-            st[_LS_LAST_IC] = -1e18
+        if mode == 2.0 and idx >= st[_LS_TC_START] and j >= trig:
+            if quiet_g > 0.0 and st[_LS_STANCE] == 1.0:
+                # the candidate came to rest: a contact. A trigger long after the rest ended is the next one
+                if idx - st[_LS_STANCE_END] >= params[LP_SWING_N]:
+                    events, ne = _limb_emit(params, st, events, ne, idx)
+                    mode = 0.0
+            elif j > st[_LS_JBEST]:
+                mode = 0.0  # a sharper impact: the candidate was not a heel strike
+                st[_LS_MODE] = 0.0
+                st[_LS_LAST_IC] = -1e18
         if mode == 0.0:
             # no contact for 1.5 strides (a slower gait, e.g. walking after running): let the learned
             # impact level fade so softer impacts trigger again
@@ -219,7 +286,11 @@ def limb_kernel(params, norm_g, jerk_gpms, tc_sig, maxabs_g, state):
             refract = params[LP_REFRACT_FRAC] * st[_LS_STRIDE_EMA]
             if refract < params[LP_REFRACT_MIN_N]:
                 refract = params[LP_REFRACT_MIN_N]
-            if j >= trig and idx - st[_LS_LAST_IC] >= refract:
+            free = idx - st[_LS_LAST_IC] >= refract
+            if (not free and quiet_g > 0.0 and st[_LS_STANCE] == 1.0 and st[_LS_STANCE_END] > st[_LS_LAST_IC]
+                    and idx - st[_LS_STANCE_END] >= params[LP_SWING_N]):
+                free = True  # rest, then a swing: the next contact, however short the stride
+            if j >= trig and free:
                 st[_LS_MODE] = 1.0
                 st[_LS_JBEST] = j
                 st[_LS_BEST] = x
@@ -230,6 +301,8 @@ def limb_kernel(params, norm_g, jerk_gpms, tc_sig, maxabs_g, state):
                 p = st[_LS_PREVN]
                 st[_LS_SLOPE] = x - p if p == p else 0.0
                 st[_LS_CLIP] = 1.0 if maxabs_g[i] >= params[LP_CLIP_G] else 0.0
+                st[_LS_STANCE] = 0.0
+                st[_LS_QRUN] = 0.0
         elif mode == 1.0:
             if j > st[_LS_JBEST]:
                 st[_LS_JBEST] = j
@@ -267,35 +340,7 @@ def limb_kernel(params, norm_g, jerk_gpms, tc_sig, maxabs_g, state):
                     st[_LS_TC_BEST_I] = idx
                     st[_LS_TC_RIGHT] = np.nan
             if idx >= st[_LS_TC_END]:
-                if st[_LS_TC_BEST_I] >= 0.0:
-                    tc = st[_LS_TC_BEST_I] + _parabolic(st[_LS_TC_LEFT], st[_LS_TC_BEST], st[_LS_TC_RIGHT])
-                else:
-                    tc = np.nan
-                if ne == events.shape[0]:
-                    grown = np.empty((2 * ne, EV_N))
-                    grown[:ne] = events[:ne]
-                    events = grown
-                # confirmed: stride from the previous confirmed IC and the impact-jerk level
-                if st[_LS_PREV_IC_OK] > -1e17:
-                    stride = st[_LS_IC] - st[_LS_PREV_IC_OK]
-                    # a stride far longer than usual hides a missed contact: don't learn from it
-                    if stride <= params[LP_STRIDE_MAX_N] and stride <= 1.5 * st[_LS_STRIDE_EMA]:
-                        st[_LS_STRIDE_EMA] += a * (stride - st[_LS_STRIDE_EMA])
-                st[_LS_PREV_IC_OK] = st[_LS_IC]
-                if st[_LS_JERK_EMA] == 0.0:
-                    st[_LS_JERK_EMA] = st[_LS_JBEST]
-                else:
-                    st[_LS_JERK_EMA] += a * (st[_LS_JBEST] - st[_LS_JERK_EMA])
-                events[ne, EV_IC] = st[_LS_IC]
-                events[ne, EV_TC] = tc
-                events[ne, EV_PEAK_V] = np.nan
-                events[ne, EV_PEAK_NORM] = st[_LS_BEST]
-                events[ne, EV_ML_MEAN] = np.nan
-                events[ne, EV_SLOPE] = st[_LS_SLOPE]
-                events[ne, EV_CLIPPED] = st[_LS_CLIP]
-                events[ne, EV_EMITTED] = idx
-                ne += 1
-                st[_LS_MODE] = 0.0
+                events, ne = _limb_emit(params, st, events, ne, idx)
         st[_LS_PREVN] = x
         st[_LS_PREV_TC] = tc_sig[i]
     st[_LS_N] += n

@@ -167,7 +167,8 @@ class GaitEventDetector:
                 [p.trigger_min_gpms, p.trigger_frac, p.refractory_frac, p.refractory_min_ms * fs / 1000,
                  p.ic_window_ms * fs / 1000, p.tc_min_frac, p.tc_max_frac, p.stride0_ms * fs / 1000,
                  p.stride_max_ms * fs / 1000, clip_g, p.stride_ema,
-                 0.5 ** (1.0 / (p.impact_level_half_life_s * fs))]
+                 0.5 ** (1.0 / (p.impact_level_half_life_s * fs)), p.rest_tolerance_g, p.rest_min_ms * fs / 1000,
+                 p.swing_min_ms * fs / 1000]
             )
             self._kparams_gyro = self._kparams.copy()
             self._kparams_gyro[K.LP_TC_MIN_FRAC] = p.gyro_tc_min_frac

@@ -69,6 +69,11 @@ class LimbParams:
     gyro_tc_min_frac: float = 0.2
     gyro_tc_max_frac: float = 0.75
     gyro_tc_bias_ms: float = 0.0
+    # rest check (the foot; 0 = off): after an impact the foot rests (|acc| within rest_tolerance_g of
+    # 1 g for rest_min_ms), then pushes off and swings; see docs/architecture.md
+    rest_tolerance_g: float = 0.0
+    rest_min_ms: float = 80.0
+    swing_min_ms: float = 350.0  # a trigger this long after the rest ended is the next contact
 
 
 # Defaults tuned on the shared folders (whole folders at once: see tools/tune_params.py)
@@ -79,8 +84,9 @@ SITE_DEFAULTS: dict[str, SacrumParams | LimbParams] = {
     ),
     "shank": LimbParams(trigger_frac=0.5, ic_window_ms=90.0, ic_bias_ms=31.0, tc_bias_ms=-34.0),
     # foot: the only foot-IMU folder with references is gaitmap's walking example (mocap events);
-    # biases calibrated there, detection parameters shared with the shank
-    "foot": LimbParams(trigger_frac=0.5, ic_window_ms=90.0, ic_bias_ms=28.8, gyro_tc_bias_ms=-6.2),
+    # biases calibrated there, detection parameters shared with the shank (plus the rest check: a foot rests in stance)
+    "foot": LimbParams(trigger_frac=0.5, ic_window_ms=90.0, ic_bias_ms=28.8, gyro_tc_bias_ms=-6.2,
+                       rest_tolerance_g=0.1),
 }
 
 

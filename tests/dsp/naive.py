@@ -114,13 +114,17 @@ class LimbTwin:
 
     def __init__(self, params):
         (self.trig_min, self.trig_frac, self.refract_frac, self.refract_min, self.ic_win,
-         self.tc_min_frac, self.tc_max_frac, stride0, self.stride_max, self.clip, self.ema, self.decay) = params
+         self.tc_min_frac, self.tc_max_frac, stride0, self.stride_max, self.clip, self.ema, self.decay,
+         self.rest_g, self.rest_n, self.swing_n) = params
         self.stride = stride0
         self.jerk_level = 0.0
         self.phase = "waiting"
         self.last_trigger_peak = -np.inf
         self.prev_confirmed_ic = None
         self.events = []
+        self.rest_run = 0  # consecutive samples with |acc| near 1 g
+        self.rested = False  # the candidate was followed by a rest (stance)
+        self.rest_end = -np.inf  # last sample of a long-enough rest
 
     @staticmethod
     def vertex(l, c, r):
@@ -129,26 +133,53 @@ class LimbTwin:
             return 0.0
         return float(np.clip(0.5 * (l - r) / den, -0.5, 0.5))
 
+    def confirm(self, i):
+        tc = self.tc_i + self.vertex(self.tc_left, self.tc_best, self.tc_right) if self.tc_i >= 0 else np.nan
+        if self.prev_confirmed_ic is not None:
+            stride = self.ic - self.prev_confirmed_ic
+            if stride <= self.stride_max and stride <= 1.5 * self.stride:
+                self.stride += self.ema * (stride - self.stride)
+        self.prev_confirmed_ic = self.ic
+        self.jerk_level = self.cand_jerk if self.jerk_level == 0 else (
+            self.jerk_level + self.ema * (self.cand_jerk - self.jerk_level))
+        self.events.append((self.ic, tc, np.nan, self.best, np.nan, self.slope, float(self.clipped), i))
+        self.phase = "waiting"
+
     def run(self, norm, jerk, tc_sig, maxabs):
         prev_n = np.nan
         prev_tc = np.nan
+        rest_check = self.rest_g > 0
         for i in range(len(norm)):
             x, j, y = norm[i], jerk[i], tc_sig[i]
+            if rest_check:
+                self.rest_run = self.rest_run + 1 if abs(x - 1.0) < self.rest_g else 0
+                if self.rest_run >= self.rest_n:
+                    self.rest_end = i
+                    if self.phase != "waiting":
+                        self.rested = True
             trig = max(self.trig_min, self.trig_frac * self.jerk_level)
-            if self.phase == "toe-off" and i >= self.tc_start and j >= trig and j > self.cand_jerk:
-                self.phase = "waiting"
-                self.last_trigger_peak = -np.inf
+            if self.phase == "toe-off" and i >= self.tc_start and j >= trig:
+                if rest_check and self.rested:  # came to rest: a contact, confirmed once the next one starts
+                    if i - self.rest_end >= self.swing_n:
+                        self.confirm(i)
+                elif j > self.cand_jerk:  # a sharper impact: the candidate was not a heel strike
+                    self.phase = "waiting"
+                    self.last_trigger_peak = -np.inf
             if self.phase == "waiting":
                 if i - self.last_trigger_peak > 1.5 * self.stride:
                     self.jerk_level *= self.decay
                 refract = max(self.refract_frac * self.stride, self.refract_min)
-                if j >= trig and i - self.last_trigger_peak >= refract:
+                free = i - self.last_trigger_peak >= refract or (
+                    rest_check and self.rested and self.rest_end > self.last_trigger_peak
+                    and i - self.rest_end >= self.swing_n)
+                if j >= trig and free:
                     self.phase = "impact"
                     self.cand_jerk = j
                     self.best, self.best_i, self.left, self.right = x, i, prev_n, np.nan
                     self.win_end = i + self.ic_win
                     self.slope = x - prev_n if not np.isnan(prev_n) else 0.0
                     self.clipped = maxabs[i] >= self.clip
+                    self.rested, self.rest_run = False, 0
             elif self.phase == "impact":
                 self.cand_jerk = max(self.cand_jerk, j)
                 if i == self.best_i + 1:
@@ -172,16 +203,7 @@ class LimbTwin:
                 if i >= self.tc_start and y < self.tc_best:
                     self.tc_best, self.tc_i, self.tc_left, self.tc_right = y, i, prev_tc, np.nan
                 if i >= self.tc_end:
-                    tc = self.tc_i + self.vertex(self.tc_left, self.tc_best, self.tc_right) if self.tc_i >= 0 else np.nan
-                    if self.prev_confirmed_ic is not None:
-                        stride = self.ic - self.prev_confirmed_ic
-                        if stride <= self.stride_max and stride <= 1.5 * self.stride:
-                            self.stride += self.ema * (stride - self.stride)
-                    self.prev_confirmed_ic = self.ic
-                    self.jerk_level = self.cand_jerk if self.jerk_level == 0 else (
-                        self.jerk_level + self.ema * (self.cand_jerk - self.jerk_level))
-                    self.events.append((self.ic, tc, np.nan, self.best, np.nan, self.slope, float(self.clipped), i))
-                    self.phase = "waiting"
+                    self.confirm(i)
             prev_n, prev_tc = x, y
         return np.array(self.events, dtype=float).reshape(-1, 8)
 

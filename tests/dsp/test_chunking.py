@@ -60,6 +60,30 @@ def test_chunking_invariance_sacral_walking(max_chunk):
     assert_same(whole, chunked)
 
 
+@pytest.mark.parametrize("gyro", [False, True])
+@pytest.mark.parametrize("max_chunk", [1, 7, 1000])
+def test_chunking_invariance_foot_rest_rules(max_chunk, gyro):
+    """Simulated forefoot running -> walking -> running on the foot (the rest rules and the early end of the
+    toe-off window at the handover), with and without the gyroscope."""
+    from runform.firmware_bridge.simulator import RunnerProfile, Segment, simulate
+
+    d = 4.0 if max_chunk == 1 else 8.0
+    rec = simulate(RunnerProfile(cadence_spm=172.0, foot_strike="forefoot"), sites=("foot_left",),
+                   sampling_rate_hz=200.0, seed=3, orientation="random",
+                   segments=[Segment("run", d), Segment("walk", d), Segment("run", d)])
+    sig = rec.signals["foot_left"]
+
+    def feed(cuts):
+        det = GaitEventDetector("foot_left", 200.0, use_gyro=gyro)
+        g = np.split(sig.gyr_dps, cuts) if gyro else [None] * (len(cuts) + 1)
+        return np.concatenate([det.update(a, tt, gg) for a, tt, gg in
+                               zip(np.split(sig.acc_ms2, cuts), np.split(sig.time_s, cuts), g)])
+
+    whole = feed([])
+    assert whole.size > 10
+    assert_same(whole, feed(random_cuts(len(sig.time_s), np.random.default_rng(max_chunk), max_chunk)))
+
+
 @pytest.mark.parametrize("rel", ["sacrum_treadmill_alcantara2022/trial03.csv", "shank_treadmill_bach2022/trial07.csv"])
 def test_chunking_invariance_real(shared_data, rel):
     rec = load_csv(shared_data / rel)

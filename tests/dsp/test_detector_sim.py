@@ -160,3 +160,91 @@ def test_sacrum_walking_off_by_parameter(session):
     steps, _, _ = stream("sacrum", sig, params=params_for("sacrum", walking_ics=False))
     assert (steps["activity"] == ACTIVITY_RUNNING).all()
     assert not ((steps["ic_s"] > 47) & (steps["ic_s"] < 64)).any()
+
+
+# ------------------------------------------------------------------ limb sites: foot strikes, rates, pace changes
+def limb_scores(steps, truth, lo_s, hi_s, tol_s=0.06):
+    """Recall (true contacts with a detected IC within tol) and precision (detected ICs with a true contact)."""
+    true_ic = truth["ic_s"][(truth["ic_s"] > lo_s) & (truth["ic_s"] < hi_s)]
+    got = steps["ic_s"][(steps["ic_s"] > lo_s) & (steps["ic_s"] < hi_s)]
+    # a contact just inside the interval may be detected a few ms outside it
+    near = steps["ic_s"][(steps["ic_s"] > lo_s - tol_s) & (steps["ic_s"] < hi_s + tol_s)]
+    recall = np.mean([np.abs(near - t).min() <= tol_s if near.size else False for t in true_ic])
+    precision = np.mean([np.abs(truth["ic_s"] - t).min() <= tol_s for t in got]) if got.size else 0.0
+    return recall, precision, true_ic.size
+
+
+@pytest.mark.parametrize("fs", [200.0, 500.0, 1000.0])
+@pytest.mark.parametrize("strike", ["rearfoot", "midfoot", "forefoot"])
+@pytest.mark.parametrize("site", ["foot_left", "shank_left"])
+def test_limb_running_every_foot_strike_and_rate(site, strike, fs):
+    """Soft mid/forefoot impacts on an instep sensor are no sharper than the push-off: the detector must still
+    take the impact (not the push-off 250 ms later), at every sampling rate; 200 spm at 200 Hz."""
+    cadence = 200.0 if fs == 200.0 else 170.0
+    rec = simulate(RunnerProfile(cadence_spm=cadence, foot_strike=strike, speed_ms=3.0), sites=(site,),
+                   segments=[Segment("run", 20.0)], sampling_rate_hz=fs, seed=1, orientation="random", range_g=16.0)
+    sig = rec.signals[site]
+    det = GaitEventDetector(site, fs, range_g=16.0)
+    steps = det.update(sig.acc_ms2, sig.time_s, sig.gyr_dps)  # whole array: chunking is tested elsewhere
+    recall, precision, n_true = limb_scores(steps, rec.events[rec.events["side"] == SIDE_LEFT], 3.0, 20.0)
+    assert n_true > 20
+    assert recall >= 0.95 and precision >= 0.98, (recall, precision)
+
+
+@pytest.fixture(scope="module")
+def run_walk_run():
+    segs = [Segment("run", 15.0), Segment("walk", 20.0), Segment("run", 20.0)]
+    return simulate(RunnerProfile(cadence_spm=172.0), segments=segs, sites=("foot_left", "shank_left"),
+                    sampling_rate_hz=FS, seed=1, orientation="random")
+
+
+@pytest.mark.parametrize("site,gyro", [("foot_left", False), ("foot_left", True), ("shank_left", False)])
+def test_limb_regains_running_after_walking(run_walk_run, site, gyro):
+    """After 20 s of walking the learned stride is a walking one (longer than a running stride): the first
+    running contacts fall inside the old toe-off window / refractory time and must still be found."""
+    sig = run_walk_run.signals[site]
+    det = GaitEventDetector(site, FS, use_gyro=gyro)
+    steps = det.update(sig.acc_ms2, sig.time_s, sig.gyr_dps if gyro else None)
+    truth = run_walk_run.events[run_walk_run.events["side"] == SIDE_LEFT]
+    recall, precision, n_true = limb_scores(steps, truth, 36.0, 55.0)
+    assert n_true > 20
+    assert recall >= 0.95 and precision >= 0.98, (recall, precision)
+
+
+@pytest.mark.parametrize("strike,gyro", [("forefoot", False), ("forefoot", True), ("rearfoot", True)])
+def test_limb_kernel_rest_rules_match_twin(strike, gyro):
+    """The foot's rest rules (a rested contact is kept; the next contact may end the toe-off window early)
+    in the numba kernel and its plain twin, on input that exercises them (forefoot, run -> walk -> run)."""
+    from runform.dsp import _detect as K
+    from runform.dsp._filters import sosfilt_kernel, sos_steady_state
+    from runform.dsp._motion import row_norm_kernel
+    from runform.dsp._orientation import orientation_init, orientation_kernel
+    from tests.dsp import naive
+
+    fs = 200.0
+    segs = [Segment("run", 8.0), Segment("walk", 10.0), Segment("run", 10.0)]
+    rec = simulate(RunnerProfile(cadence_spm=172.0, foot_strike=strike), segments=segs, sites=("foot_left",),
+                   sampling_rate_hz=fs, seed=2, orientation="random")
+    sig = rec.signals["foot_left"]
+    det = GaitEventDetector("foot_left", fs)
+    acc = np.ascontiguousarray(sig.acc_ms2)
+    comps, _ = orientation_kernel(acc, det._alpha_g, det._alpha_c, orientation_init())
+    norm, maxabs = comps[:, 3].copy(), comps[:, 4].copy()
+    jerk = det._jerk(acc)
+    if gyro:
+        rate = row_norm_kernel(np.ascontiguousarray(sig.gyr_dps))
+        tc_sig = -sosfilt_kernel(det._sos, rate, sos_steady_state(det._sos, rate[0]))[0]
+        kp = det._kparams_gyro
+    else:
+        tc_sig = sosfilt_kernel(det._sos, comps[:, 1].copy(), sos_steady_state(det._sos, comps[0, 1]))[0]
+        kp = det._kparams
+    _, ev = K.limb_kernel(kp, norm, jerk, tc_sig, maxabs, K.limb_init(kp))
+    ref = naive.LimbTwin(kp).run(norm, jerk, tc_sig, maxabs)
+    np.testing.assert_allclose(ev, ref, rtol=1e-9, atol=1e-9)
+    # the rules are exercised: without them the same input gives other events
+    off = kp.copy()
+    off[K.LP_QUIET_G] = 0.0
+    _, ev_off = K.limb_kernel(off, norm, jerk, tc_sig, maxabs, K.limb_init(off))
+    assert ev.shape != ev_off.shape or not np.allclose(ev, ev_off, equal_nan=True)
+    truth = rec.events[rec.events["side"] == SIDE_LEFT]
+    assert ev.shape[0] >= 0.95 * truth.size - 2
