@@ -178,8 +178,9 @@ def _print_status(bridge, elapsed_s: float) -> None:
     parts = []
     for sid, s in bridge.stats().items():
         rate = f"{s.measured_rate_hz:.0f}Hz" if s.measured_rate_hz else "-"
+        why = f" [{s.last_error}]" if s.state != "streaming" and s.last_error else ""
         parts.append(f"{sid}: {s.state} pkts={s.packets_received} lost={s.packets_lost} bad={s.packets_malformed} "
-                     f"rc={s.reconnects} {rate} batt={s.battery_pct if s.battery_pct is not None else '-'}")
+                     f"rc={s.reconnects} {rate} batt={s.battery_pct if s.battery_pct is not None else '-'}{why}")
     print(f"[{elapsed_s:7.1f} s] " + " | ".join(parts), flush=True)
 
 

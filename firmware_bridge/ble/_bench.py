@@ -1,10 +1,11 @@
 """BLE benchmark: N virtual sensors at 1 kHz through the emulated stack (bluezoo + bleak's BlueZ backend).
 
 ``run(quick=False) -> dict``: for each sensor count, the virtual sensors run in a separate
-``runform sensor-sim`` process (they stand in for the real devices), this process runs the
-`Bridge` (bleak, decoding, timestamping) for a few seconds, and the result reports packets
-received/lost and the CPU use of the central side (this process) and of the emulator
-(sensor-sim + bluezoo + dbus-daemon), both in % of one core. ``sensors_fit_2_cores`` is how
+``runform sensor-sim`` process (they stand in for the real devices) with ``loss_pct`` of the
+packets lost on air (default 1 %), this process runs the `Bridge` (bleak, decoding,
+timestamping) for a few seconds, and the result reports packets received/lost (the loss the
+bridge counted against the loss injected) and the CPU use of the central side (this process)
+and of the emulator (sensor-sim + bluezoo + dbus-daemon), both in % of one core. ``sensors_fit_2_cores`` is how
 many 1 kHz sensors the bridge side could take on 2 cores at 80 % load, extrapolated from the
 measured per-sensor cost. Needs dbus-daemon and bluezoo (``status: skipped`` otherwise).
 """
@@ -49,16 +50,17 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-async def _one(n_sensors: int, seconds: float, rate_hz: float) -> dict:
+async def _one(n_sensors: int, seconds: float, rate_hz: float, loss_pct: float = 0.0) -> dict:
     from . import Bridge, SensorSpec
     sites = ["foot_left", "foot_right", "sacrum", "shank_left", "shank_right"]
     runners = (n_sensors + len(sites) - 1) // len(sites)
     per = [min(len(sites), n_sensors - r * len(sites)) for r in range(runners)]
     proc = subprocess.Popen([sys.executable, "-m", "runform.server.cli", "sensor-sim", "--json", "--rate",
-                             str(rate_hz), "--runners", "1", "--sites", *sites[:per[0]], "--drift-ppm", "20"]
+                             str(rate_hz), "--runners", "1", "--sites", *sites[:per[0]], "--drift-ppm", "20",
+                             "--loss-pct", str(loss_pct)]
                             if runners == 1 else
                             [sys.executable, "-m", "runform.server.cli", "sensor-sim", "--json", "--rate",
-                             str(rate_hz), "--runners", str(runners), "--sites", *sites],
+                             str(rate_hz), "--runners", str(runners), "--sites", *sites, "--loss-pct", str(loss_pct)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         env_line = proc.stdout.readline().strip()
@@ -110,20 +112,22 @@ async def _one(n_sensors: int, seconds: float, rate_hz: float) -> dict:
             proc.kill()
 
 
-def run(quick: bool = False) -> dict:
-    """Measure; returns ``{"status", "rate_hz", "runs": [...], "central_cpu_pct_per_sensor", "sensors_fit_2_cores"}``."""
+def run(quick: bool = False, *, counts: tuple[int, ...] | None = None, seconds: float | None = None,
+        loss_pct: float = 1.0) -> dict:
+    """Measure; returns ``{"status", "rate_hz", "loss_injected_pct", "runs": [...], "central_cpu_pct_per_sensor",
+    "sensors_fit_2_cores"}``. ``counts``: sensor counts to run (default 1, 3, 6; quick 1, 3)."""
     from ..virtual import emulator_missing_reason
     reason = emulator_missing_reason()
     if reason:
         return {"status": "skipped", "reason": reason}
-    counts = (1, 3) if quick else (1, 3, 6)
-    seconds = 2.0 if quick else 4.0
-    runs = [asyncio.run(_one(n, seconds, 1000.0)) for n in counts]
+    counts = counts or ((1, 3) if quick else (1, 3, 6))
+    seconds = seconds or (2.0 if quick else 4.0)
+    runs = [asyncio.run(_one(n, seconds, 1000.0, loss_pct)) for n in counts]
     ok = [r for r in runs if r.get("status") == "ok"]
     per = None
     if ok:
         per = max(r["central_cpu_pct"] / r["n_sensors"] for r in ok)
-    return {"status": "ok" if ok else "failed", "rate_hz": 1000.0, "runs": runs,
+    return {"status": "ok" if ok else "failed", "rate_hz": 1000.0, "loss_injected_pct": loss_pct, "runs": runs,
             "central_cpu_pct_per_sensor": None if per is None else round(per, 2),
             "sensors_fit_2_cores": None if not per else int(160.0 / per),
             "note": "central = bleak + decode + timestamping in this process; emulator = virtual sensors, "

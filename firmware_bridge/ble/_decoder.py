@@ -47,6 +47,8 @@ class SensorDecoder:
         stats.arrival_stamped = bool(coarse or self._dec.clock.arrival_stamped)
         if s.last_malformed_reason:
             stats.extra["last_malformed_reason"] = s.last_malformed_reason
+            #: malformed packets by reason (bounded: at most 32 reasons), e.g. truncated / oversized / version
+            stats.extra["malformed_reasons"] = dict(self._dec.accounting.malformed_reasons_)
         stats.extra["reordered"] = s.reordered
         stats.extra["restarts"] = s.restarts
         stats.extra["samples_lost"] = s.samples_lost

@@ -13,7 +13,8 @@ from bleak import BleakClient
 from bleak.exc import BleakError
 
 from ._compat import BridgeError, SensorDecoder
-from ._errors import BleError
+from ._errors import BleError, SensorSetupError
+from .._errors import ControlPointError, UnknownProtocolError, UnsupportedVersionError
 from ._profiles import Profile, profile_for
 from ._scan import _bluez_args, find_device
 from ._types import SensorSpec, SensorStats
@@ -22,6 +23,12 @@ __all__ = ["SensorLink"]
 log = logging.getLogger(__name__)
 
 BlockCallback = Callable[[Any], None]
+
+#: Errors that the next attempt will most likely meet again (a device that is not a supported sensor, a firmware
+#: speaking another protocol version, a setting the sensor refuses): retried only every ``backoff_max_s``.
+_SETUP_ERRORS = (SensorSetupError, UnsupportedVersionError, UnknownProtocolError, ControlPointError)
+#: Coarse sensors (RSC pods) notify about once a second; silence is a stall only after this long.
+COARSE_STALL_TIMEOUT_S = 30.0
 RawCallback = Callable[["SensorLink", bytes, int], None]
 
 
@@ -40,6 +47,12 @@ class SensorLink:
     journal), then decoded; decoded `SampleBlock` objects go to ``on_block``. Malformed packets
     are counted and logged; the link keeps running.
 
+    A sensor that stays connected but sends nothing for ``stall_timeout_s`` (hung firmware) is
+    counted (``SensorStats.stalls``), disconnected and reconnected in the same session. A sensor
+    that connects but cannot be set up (no supported service, another protocol version, a
+    setting it refuses: `SensorSetupError`, `UnsupportedVersionError`) is counted
+    (``setup_failures``), reported in ``last_error`` and retried only every ``backoff_max_s``.
+
     Parameters
     ----------
     spec
@@ -49,6 +62,9 @@ class SensorLink:
     lock
         An `asyncio.Lock` shared by everything scanning/connecting on the adapter (BlueZ
         handles one scan/connect at a time reliably). A `Bridge` passes its own.
+    stall_timeout_s
+        No notification for this long while connected = a stalled sensor (reconnect). None: never.
+        Coarse sensors (RSC) use at least ``COARSE_STALL_TIMEOUT_S``.
     backend, scanner_backend
         bleak backend classes (tests).
 
@@ -64,6 +80,7 @@ class SensorLink:
                  reconnect: bool = True, backoff_initial_s: float = 0.5, backoff_max_s: float = 15.0,
                  find_timeout_s: float = 10.0, connect_timeout_s: float = 10.0, command_timeout_s: float = 3.0,
                  max_connect_attempts: int | None = None, lock: asyncio.Lock | None = None,
+                 stall_timeout_s: float | None = 5.0,
                  backend: type | None = None, scanner_backend: type | None = None):
         self.spec = spec
         self.sensor_id: str = spec.sensor_id  # type: ignore[assignment]
@@ -80,6 +97,7 @@ class SensorLink:
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
         self.max_connect_attempts = max_connect_attempts
+        self.stall_timeout_s = stall_timeout_s
         self.lock = lock or asyncio.Lock()
         self.backend = backend
         self.scanner_backend = scanner_backend
@@ -96,6 +114,10 @@ class SensorLink:
         self.backoff_delays_s: list[float] = []  #: delays actually waited (bounded), for diagnostics/tests
         self._rng = random.Random(hash(self.sensor_id) & 0xFFFF)
         self._ever_streamed = False
+        self._last_data_ns = 0
+        self._paused = False
+        self._packets_this_connection = 0
+        self._logged_setup_error: str | None = None
 
     # -- public ---------------------------------------------------------------------------------
     def stats(self) -> SensorStats:
@@ -125,12 +147,21 @@ class SensorLink:
         attempt = 0
         try:
             while not self._stop.is_set():
-                streamed = False
+                streamed = slow = False
                 try:
                     await self._connect_and_stream()
                     streamed = True
                 except asyncio.CancelledError:
                     raise
+                except _SETUP_ERRORS as exc:
+                    self._stats.connect_failures += 1
+                    self._stats.setup_failures += 1
+                    self._stats.last_error = f"{type(exc).__name__}: {exc}"
+                    if self._stats.last_error != self._logged_setup_error:  # once per distinct reason
+                        self._logged_setup_error = self._stats.last_error
+                        log.error("%s: cannot use this sensor: %s (retrying every %.0f s)", self.sensor_id,
+                                  self._stats.last_error, self.backoff_max_s)
+                    slow = True
                 except (BleakError, BridgeError, asyncio.TimeoutError, EOFError, OSError, KeyError) as exc:
                     self._stats.connect_failures += 1
                     self._stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -146,7 +177,8 @@ class SensorLink:
                 if self.max_connect_attempts is not None and attempt >= self.max_connect_attempts:
                     self._set_state("failed")
                     return
-                delay = min(self.backoff_max_s, self.backoff_initial_s * (2.0 ** attempt))
+                delay = self.backoff_max_s if slow else min(self.backoff_max_s,
+                                                            self.backoff_initial_s * (2.0 ** attempt))
                 delay *= self._rng.uniform(0.8, 1.2)
                 if len(self.backoff_delays_s) < 1000:
                     self.backoff_delays_s.append(delay)
@@ -166,7 +198,11 @@ class SensorLink:
         ``"start"``, ``"stop"``, ``"get_settings"``, ``"features"``; RSC: ``"features"``."""
         if self._client is None or self.profile_ is None or not self._client.is_connected:
             raise BleError(f"{self.sensor_id}: not connected")
-        return await self.profile_.command(self, command, **params)
+        result = await self.profile_.command(self, command, **params)
+        if command in ("stop", "start"):  # a stream stopped on purpose is not a stall
+            self._paused = command == "stop"
+            self._last_data_ns = time.monotonic_ns()
+        return result
 
     # -- internals ------------------------------------------------------------------------------
     def _set_state(self, state: str) -> None:
@@ -217,6 +253,9 @@ class SensorLink:
         self._stats.extra["kind"] = profile.kind
         if self.on_connected is not None:
             self.on_connected(self)
+        self._last_data_ns = time.monotonic_ns()
+        self._packets_this_connection = 0
+        self._paused = False
         await profile.start_streaming(self, client, self._on_data)
         if self._ever_streamed:
             self._stats.reconnects += 1
@@ -224,7 +263,34 @@ class SensorLink:
         self._connected_at = time.monotonic()
         self._set_state("streaming")
         log.info("%s: streaming from %s (%s)", self.sensor_id, client.address, profile.kind)
-        await self._lost.wait()
+        await self._watch(getattr(protocol, "coarse", False))
+
+    async def _watch(self, coarse: bool) -> None:
+        """Wait for link loss or stop; a connected sensor silent for the stall timeout is disconnected."""
+        timeout_s = self.stall_timeout_s
+        if timeout_s is not None and coarse:
+            timeout_s = max(timeout_s, COARSE_STALL_TIMEOUT_S)
+        if timeout_s is None:
+            await self._lost.wait()
+            return
+        check_s = min(1.0, timeout_s / 4)
+        while not self._lost.is_set():
+            try:
+                await asyncio.wait_for(self._lost.wait(), check_s)
+                return
+            except asyncio.TimeoutError:
+                pass
+            silent_s = (time.monotonic_ns() - self._last_data_ns) * 1e-9
+            if silent_s >= timeout_s and not self._paused:
+                self._stats.stalls += 1
+                what = ("no notification since it connected" if not self._packets_this_connection
+                        else "notifications stopped")
+                self._stats.last_error = (f"stalled: {what}, silent for {silent_s:.1f} s while connected; "
+                                          "reconnecting")
+                log.warning("%s: %s", self.sensor_id, self._stats.last_error)
+                if not self._packets_this_connection:  # never delivered: a failed attempt (backoff grows)
+                    raise BleError(f"{self.sensor_id}: connected but {what} within {silent_s:.1f} s")
+                return
 
     def _on_disconnect(self, client: BleakClient) -> None:
         if self._client is client or self._client is None:
@@ -235,6 +301,8 @@ class SensorLink:
         raw = bytes(data)
         st = self._stats
         st.last_seen_s = arrival_ns * 1e-9
+        self._last_data_ns = arrival_ns
+        self._packets_this_connection += 1
         if self.on_raw is not None:
             self.on_raw(self, raw, arrival_ns)  # journal first: accepted data is never lost
         dec = self._decoder

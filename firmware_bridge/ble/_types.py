@@ -75,6 +75,8 @@ class SensorStats:
     blocks_dropped_queue_full: int = 0  #: live blocks the slow consumer missed (raw journal still has them)
     reconnects: int = 0
     connect_failures: int = 0
+    setup_failures: int = 0  #: connected but unusable (not a supported sensor, other protocol version, setting refused)
+    stalls: int = 0  #: connected but silent for the stall timeout (hung firmware): disconnected and reconnected
     clock_segments: int = 0
     nominal_rate_hz: float | None = None
     measured_rate_hz: float | None = None

@@ -9,7 +9,8 @@ real sensor firmware does:
   jitter), at most ``max_packets_per_event`` per event; packets that do not fit wait in a
   bounded firmware queue (overflow = lost, counted);
 * packets can be lost on air (``loss_pct``) or corrupted (``malformed_pct``), the sensor clock
-  can reset (``tick_jump_at_s``), the battery drains.
+  can reset (``tick_jump_at_s``), the firmware can hang while the link stays up (``stall_at_s``: no
+  notifications until the central closes the link), the battery drains.
 
 The same engine feeds the D-Bus peripheral (`VirtualSensor`) and the in-process fake bleak
 backend used by the unit tests, so both behave alike. Everything it did is counted in
@@ -42,6 +43,7 @@ class SensorBehavior:
     battery_drain_pct_per_h: float = 6.0
     disconnect_at_s: tuple[float, ...] = ()  #: the sensor drops the link (peripheral side) at these times
     stop_at_s: float | None = None  #: the sensor dies (drops the link, stops advertising)
+    stall_at_s: float | None = None  #: the firmware hangs: link up, no DATA notifications until the link closes
     tick_jump_at_s: float | None = None  #: the sensor clock restarts (e.g. a brown-out reset)...
     tick_jump_to_s: float = 0.0  #: ...reading this many seconds right after the jump (0 = from scratch)
     powered_on_for_s: float = 37.0  #: sensor clock reading (s) when streaming starts (it runs since power-on)
@@ -116,6 +118,9 @@ class StreamEngine:
         self.packets_overflow_ = 0  #: firmware queue full
         self.packets_unsent_ = 0  #: made while nobody was subscribed
         self.packets_malformed_ = 0
+        self.packets_stalled_ = 0  #: made while the firmware hung (``stall_at_s``), never sent
+        self.stalled_ = False  #: hanging now (until `resume`)
+        self._stall_done = False
         self.lost_seqs_: list[int] = []  #: bounded list of seqs never delivered (air loss / overflow / unsent)
         self.events_ = 0
 
@@ -159,8 +164,15 @@ class StreamEngine:
             lost_draw, malformed_draw = self._fate_rng.random(2) * 100.0
             first_tick = int(tick[0]) + self._tick_offset
             self.truth.add(seq, np.asarray(time_s, dtype=np.float64))
+            if b.stall_at_s is not None and not self._stall_done and time_s[0] >= b.stall_at_s:
+                self._stall_done = True
+                self.stalled_ = True
             if not subscribed:
                 self.packets_unsent_ += 1
+                self._note_lost(seq)
+                continue
+            if self.stalled_:
+                self.packets_stalled_ += 1
                 self._note_lost(seq)
                 continue
             if b.loss_pct and lost_draw < b.loss_pct:
@@ -196,6 +208,10 @@ class StreamEngine:
             out.append(self._queue.popleft())
         self.packets_sent_ += len(out)
         return out
+
+    def resume(self) -> None:
+        """End a hang (``stall_at_s``): the firmware's watchdog restarts the streaming task when the link closes."""
+        self.stalled_ = False
 
     def battery_pct(self, now_s: float) -> int:
         b = self.behavior

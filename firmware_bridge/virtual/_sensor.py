@@ -47,6 +47,8 @@ class VirtualSensor(VirtualPeripheral):
     auto_start
         Start streaming on the first subscription even without a START command (firmware that
         streams whenever notifications are on).
+    protocol_version
+        Version byte of CONFIG and DATA (a firmware of a future protocol version: 2).
 
     Attributes
     ----------
@@ -62,7 +64,7 @@ class VirtualSensor(VirtualPeripheral):
                  gyro: bool = True, samples_per_packet: int | None = None, profile=None, segments=None,
                  seed: int = 0, behavior: SensorBehavior | None = None, serial: str | None = None,
                  name: str | None = None, auto_start: bool = False, tick_hz: int = 32768,
-                 source_factory=None):
+                 source_factory=None, protocol_version: int = rf.PROTOCOL_VERSION):
         self.serial = serial or f"{seed:04d}"
         super().__init__(behavior, name or f"RF-{self.serial}", seed)
         self.site = site if site in _SITE_CODE_OK else "unknown"
@@ -76,7 +78,7 @@ class VirtualSensor(VirtualPeripheral):
             sampling_rate_hz=float(sampling_rate_hz), acc_range_g=int(acc_range_g),
             acc_scale_g_per_lsb=int(acc_range_g) / 32768.0, gyro_enabled=bool(gyro), gyr_range_dps=2000,
             gyr_scale_dps_per_lsb=2000.0 / 32768.0, tick_hz=int(tick_hz), firmware_version=(1, 0, 0),
-            site=self.site, serial=self.serial[:16], streaming=False)
+            site=self.site, serial=self.serial[:16], streaming=False, protocol_version=int(protocol_version))
         self.engine_: StreamEngine | None = None
         self.host_offset_s_ = 0.0
         self._sim_time_s = 0.0
@@ -106,7 +108,16 @@ class VirtualSensor(VirtualPeripheral):
             app.add_characteristic(dsvc, uuid, ["read"], value=text.encode())
         return app
 
-    # start / stop / drop_link / battery_pct: VirtualPeripheral
+    # stop / drop_link / battery_pct: VirtualPeripheral
+
+    async def start(self, adapter: str, address: str | None = None):
+        """Power on (again) on ``adapter``: not streaming, sequence counter and sensor clock from scratch (after
+        `stop`, this is a power cycle: the central sees a restarted sensor)."""
+        self.config = replace(self.config, streaming=False)
+        self.engine_ = None
+        self.streaming_since_s_ = None
+        self.stopped_ = False
+        return await super().start(adapter, address)
 
     @property
     def samples_per_packet(self) -> int:
@@ -127,7 +138,8 @@ class VirtualSensor(VirtualPeripheral):
             gyr_raw = None if (gyr is None or not cfg.gyro_enabled) else np.clip(
                 np.rint(gyr * gyr_k), -32768, 32767).astype(np.int16)
             mark, state["mark"] = state["mark"], False
-            return rf.encode_data_packet(seq, first_tick, acc_raw, gyr_raw, config_mark=mark)
+            return rf.encode_data_packet(seq, first_tick, acc_raw, gyr_raw, config_mark=mark,
+                                         version=cfg.protocol_version)
 
         return StreamEngine(source, encode, self.samples_per_packet, self.behavior, tick_hz=cfg.tick_hz)
 
@@ -143,6 +155,8 @@ class VirtualSensor(VirtualPeripheral):
         self.config = replace(self.config, streaming=False)
 
     def _on_data_notify(self, on: bool) -> None:
+        if not on and self.engine_ is not None:
+            self.engine_.resume()  # a hung firmware (SensorBehavior.stall_at_s) recovers when the link closes
         if on and self.auto_start:
             self._start_streaming()
 

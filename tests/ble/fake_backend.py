@@ -3,7 +3,8 @@
 It behaves like the emulated stack: advertisements, GATT (runform v1 CONFIG / control point /
 DATA / battery), notifications released in connection-interval bursts by the same
 `StreamEngine` the virtual sensors use (so loss, drift and clock resets match), connect
-failures on demand and link loss through bleak's disconnected callback.
+failures on demand and link loss through bleak's disconnected callback. ``FakeAir.max_radio_ops`` is the
+largest number of scans/connects that were ever in progress at once (BlueZ wants one at a time).
 """
 from __future__ import annotations
 
@@ -24,16 +25,19 @@ from runform.firmware_bridge.virtual import SensorBehavior, StreamEngine
 from ._synth import synthetic_source
 
 BATTERY = "00002a19-0000-1000-8000-00805f9b34fb"
+HEART_RATE = "0000180d-0000-1000-8000-00805f9b34fb"
 
 
 class FakePeripheral:
-    def __init__(self, address, name, *, behavior=None, spp=20, rate_hz=1000.0, fail_connects=0):
+    def __init__(self, address, name, *, behavior=None, spp=20, rate_hz=1000.0, fail_connects=0,
+                 heart_rate_only=False, protocol_version=rf.PROTOCOL_VERSION):
         self.address = address
         self.name = name
         self.behavior = behavior or SensorBehavior(connection_interval_ms=7.5)
         self.spp = spp
         self.config = rf.SensorConfig(sampling_rate_hz=rate_hz, acc_range_g=16, acc_scale_g_per_lsb=16 / 32768,
-                                      tick_hz=32768, site="foot_left")
+                                      tick_hz=32768, site="foot_left", protocol_version=protocol_version)
+        self.heart_rate_only = heart_rate_only  # a plain heart-rate strap: no runform service
         self.fail_connects = fail_connects
         self.advertising = True
         self.client: FakeClient | None = None
@@ -56,14 +60,34 @@ class FakePeripheral:
         if self.client is not None:
             self.client._lost()
 
+    def inject(self, raw: bytes) -> bool:
+        """Notify ``raw`` on DATA now (a packet the firmware got wrong); False if nobody is subscribed."""
+        cb = self.client._notify.get(rf.DATA_UUID) if self.client is not None else None
+        if cb is None:
+            return False
+        cb(bytearray(raw))
+        return True
+
 
 class FakeAir:
     """The set of fake peripherals in range."""
     peripherals: dict[str, FakePeripheral] = {}
+    radio_ops = 0  #: scans + connects in progress now
+    max_radio_ops = 0
 
     @classmethod
     def reset(cls, *peripherals):
         cls.peripherals = {p.address: p for p in peripherals}
+        cls.radio_ops = cls.max_radio_ops = 0
+
+    @classmethod
+    def op_begin(cls):
+        cls.radio_ops += 1
+        cls.max_radio_ops = max(cls.max_radio_ops, cls.radio_ops)
+
+    @classmethod
+    def op_end(cls):
+        cls.radio_ops -= 1
 
 
 class FakeScanner(BaseBleakScanner):
@@ -73,6 +97,7 @@ class FakeScanner(BaseBleakScanner):
 
     async def start(self):
         self.seen_devices = {}
+        FakeAir.op_begin()
 
         async def adverts():
             while True:
@@ -80,7 +105,8 @@ class FakeScanner(BaseBleakScanner):
                     if not p.advertising or p.client is not None:
                         continue
                     adv = AdvertisementData(local_name=p.name, manufacturer_data={}, service_data={},
-                                            service_uuids=[rf.SERVICE_UUID], tx_power=None, rssi=-55,
+                                            service_uuids=[HEART_RATE if p.heart_rate_only else rf.SERVICE_UUID],
+                                            tx_power=None, rssi=-55,
                                             platform_data=())
                     if self.is_allowed_uuid(adv.service_uuids):
                         d = self.create_or_update_device(p.address, p.address, p.name, None, adv)
@@ -91,6 +117,8 @@ class FakeScanner(BaseBleakScanner):
     async def stop(self):
         if self._task:
             self._task.cancel()
+            self._task = None
+            FakeAir.op_end()
 
     def set_scanning_filter(self, **kw):
         pass
@@ -113,12 +141,20 @@ class FakeClient(BaseBleakClient):
         if p is None or not p.advertising:
             raise BleakDeviceNotFoundError(self.address)
         p.connect_attempts += 1
-        if p.fail_connects > 0:
-            p.fail_connects -= 1
-            raise BleakError(f"fake: connection to {self.address} failed (le-connection-abort-by-local)")
-        await asyncio.sleep(0.001)
+        FakeAir.op_begin()
+        try:
+            await asyncio.sleep(0.01)  # connecting takes a while: overlapping radio operations would show
+            if p.fail_connects > 0:
+                p.fail_connects -= 1
+                raise BleakError(f"fake: connection to {self.address} failed (le-connection-abort-by-local)")
+        finally:
+            FakeAir.op_end()
         self.p, p.client, self._connected = p, self, True
         sc = BleakGATTServiceCollection()
+        if p.heart_rate_only:
+            sc.add_service(BleakGATTService(None, 1, HEART_RATE))
+            self.services = sc
+            return
         svc = BleakGATTService(None, 1, rf.SERVICE_UUID)
         sc.add_service(svc)
         for h, (uuid, props) in enumerate([(rf.DATA_UUID, ["notify"]), (rf.CONTROL_UUID, ["write", "indicate"]),
@@ -140,6 +176,8 @@ class FakeClient(BaseBleakClient):
             self._task.cancel()
         if self.p is not None:
             self.p.client = None
+            if self.p.engine is not None:
+                self.p.engine.resume()  # a hung firmware (SensorBehavior.stall_at_s) recovers when the link ends
 
     async def disconnect(self):
         self._teardown()

@@ -1,4 +1,5 @@
-"""`runform record` as a real subprocess against virtual sensors: SIGTERM stops it cleanly, files complete."""
+"""`runform record` as a real subprocess against virtual sensors: Ctrl-C (SIGINT) or SIGTERM stops it cleanly, the
+files are complete (every packet up to the stop, no torn tail, the clean-close record)."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +14,8 @@ from runform.firmware_bridge.journal import JournalReader
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-async def test_record_sigterm_leaves_complete_journals(sensors, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+async def test_record_stopped_by_signal_leaves_complete_journals(sensors, tmp_path, sig):
     a = await sensors("foot_left", samples_per_packet=20)
     b = await sensors("sacrum", samples_per_packet=20)
     out = tmp_path / "rec"
@@ -29,7 +31,7 @@ async def test_record_sigterm_leaves_complete_journals(sensors, tmp_path):
         if line.count("streaming") == 2 and "pkts=0 " not in line:
             break
     await asyncio.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     rest, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, err.decode()
     summary = json.loads((out / "record_summary.json").read_text())
@@ -44,3 +46,7 @@ async def test_record_sigterm_leaves_complete_journals(sensors, tmp_path):
         blocks = list(reader.blocks())
         assert sum(blk.n_samples for blk in blocks) == 20 * len(packets)
         assert reader.torn_tail_bytes_ == 0
+        records = list(reader.records())
+        closed = records[-1].event  # the clean-close record comes last and counts everything before it
+        assert closed is not None and closed["event"] == "closed", closed
+        assert closed["records"] == len(records) - 1 and closed["dropped_records"] == 0

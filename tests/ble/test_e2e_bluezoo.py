@@ -106,6 +106,10 @@ async def test_two_sensors_1khz_loss_counted_exactly_and_timestamps(sensors):
         assert len(mine) == last + 1 - st.packets_lost  # every sent packet arrived, once, in order
         assert [b.seq for b in mine] == sorted({b.seq for b in mine})
         assert all(b.n_samples == 20 for b in mine)
+        # measured vs nominal rate: samples received + lost over the arrival span (loose: arrival jitter of a
+        # loaded machine is in the span); what it catches is a wrong rate or packet size, not ppm
+        assert st.nominal_rate_hz == 1000.0 and abs(st.measured_rate_hz / st.nominal_rate_hz - 1.0) < 0.1
+        assert st.drift_ppm is not None and st.samples_received == 20 * len(mine)
         err = _timestamp_errors_ms(vs, mine[len(mine) // 3:])  # after the clock fit settled
         _report("timestamp_error_" + sid, mean_ms=float(np.mean(np.abs(err))),
                 p99_ms=float(np.percentile(np.abs(err), 99)), n=int(err.size))
