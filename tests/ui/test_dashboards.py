@@ -287,7 +287,9 @@ def test_therapist_program_panel(stack, new_page):
     assert page.inner_text("#d-prog-plan") == "demo-short · stage 2 of 2"
     # assign a program to r09 (none so far) at stage 2: stored, and shown
     page.locator('.card[data-runner="r09"]').click()
-    page.wait_for_function("() => document.getElementById('d-prog-plan').textContent !== '–'", timeout=15000)
+    # r09's own program state, not maya's still on screen: the panel says loading until it arrives
+    page.wait_for_function("() => document.getElementById('d-prog-plan').textContent === 'no program assigned'",
+                           timeout=15000)
     page.fill("#d-prog-name", "demo-short")
     page.fill("#d-prog-stage", "2")
     page.click("#d-prog-set")

@@ -162,6 +162,11 @@ function select(r) {
   const m = r.metrics;
   document.getElementById("d-target").value = m && m.cadence_target_spm ? Math.round(m.cadence_target_spm) : "";
   document.getElementById("d-msg").textContent = "";
+  // never show (or assign from) the previous runner's program while this one's loads
+  document.getElementById("d-prog-plan").textContent = "(loading…)";
+  document.getElementById("d-prog-decision").textContent = "";
+  document.getElementById("d-prog-msg").textContent = "";
+  document.getElementById("d-prog-set").disabled = true;
   trace.ring.clear(); trace.lastSeq = null; trace.lostSeq = 0;
   if (!trace.plot) makeTracePlot();
   if (rawConn) rawConn.close();
@@ -213,7 +218,10 @@ async function loadProgram(r) {
     if (r === selected) plan.textContent = e.status === 404 ? "programs unavailable" : `program: ${e.message}`;
     return;
   }
-  if (r === selected) renderProgram(performance.now(), true);
+  if (r === selected) {
+    renderProgram(performance.now(), true);
+    document.getElementById("d-prog-set").disabled = false;
+  }
 }
 
 function renderProgram(now, full = false) {
