@@ -810,16 +810,8 @@ def evaluate_sim_side(duration_s: float = 60.0, sampling_rate_hz: float = 200.0)
             truth = rec.events[rec.events["ic_s"] > 5.0]  # the first seconds: the frame estimate settles
             steps = steps[steps["ic_s"] > 5.0 - TOLERANCE_MS / 1000.0]
             n_true += truth.size
-            used = np.zeros(steps.size, bool)
-            for ev in truth:
-                if not steps.size:
-                    break
-                d = np.abs(steps["ic_s"] - ev["ic_s"])
-                d[used] = np.inf
-                j = int(np.argmin(d))
-                if d[j] * 1000.0 > TOLERANCE_MS:
-                    continue
-                used[j] = True
+            for j, k in match_steps(steps, truth["ic_s"], truth["tc_s"]):
+                ev = truth[k]
                 n_match += 1
                 gct_err.append(steps["gct_ms"][j] - ev["gct_ms"])
                 if steps["side"][j] >= 0:
