@@ -93,6 +93,9 @@ class SampleSource(Protocol):
     async def aclose(self) -> None: ...
 
 
+SIM_READAHEAD_S = 1.0  # simulator samples generated per call (SimulatorSource): paced per packet all the same
+
+
 class SimulatorSource:
     """Simulated sensors, real-time paced, through the real sensor protocol (runform v1 packets).
 
@@ -166,6 +169,11 @@ class SimulatorSource:
         t0_host = time.monotonic()
         k = 0
         seq = {sid: 0 for sid in self._streams}
+        # The simulator's cost is per call, not per sample (~7 ms a call whatever its length, measured with 10
+        # runners in one process): read SIM_READAHEAD_S at a time and cut packets from it. The stream is
+        # chunking-invariant (tests/sim), so every packet is identical to reading it alone.
+        ahead = max(1, int(round(SIM_READAHEAD_S / dt)))
+        buf: dict = {}
         while not self._closed:
             if self.duration_s is not None and k * dt >= self.duration_s:
                 self.streaming_ = False
@@ -178,7 +186,10 @@ class SimulatorSource:
                 await asyncio.sleep(0)
             for sid, (site, stream) in self._streams.items():
                 proto = self._protocols[sid]
-                acc_ms2, gyr_dps, t_true, tick = stream.read(n)
+                j = (k % ahead) * n
+                if j == 0:
+                    buf[sid] = stream.read(n * ahead)
+                acc_ms2, gyr_dps, t_true, tick = (None if a is None else a[j:j + n] for a in buf[sid])
                 acc_raw = np.clip(np.rint(acc_ms2 / proto._acc_k), -32768, 32767).astype(np.int16)
                 gyr_raw = None
                 if gyr_dps is not None and proto.has_gyro:
@@ -1235,19 +1246,26 @@ class Edge:
         return {r: p.stats() for r, p in self.pipelines.items()}
 
     async def _reader(self, src: SampleSource, p: RunnerPipeline, q: asyncio.Queue) -> None:
+        # A source that is behind (a simulator catching up with the wall clock on a loaded machine, a burst of
+        # queued BLE notifications) hands out items without awaiting anything: without the sleep(0) below, one
+        # reader would hold the event loop until it caught up, starving every other runner, the MQTT pump and,
+        # in `runform demo`, the HTTP API sharing the loop (measured: the loop blocked 11-16 s, page loads timing
+        # out, with two CPU-bound processes beside the demo). One item per task step keeps the loop fair.
         async for item in src:
             p.journal(item)  # disk first
             if q.empty() and not p._dsp_busy:
                 p.process(item.block)  # no backlog: process now (saves a queue hop and a task switch)
-                continue
-            try:
-                q.put_nowait(item.block)
-            except asyncio.QueueFull:
-                p.counters["dsp_skipped_blocks"] += 1
+            else:
+                try:
+                    q.put_nowait(item.block)
+                except asyncio.QueueFull:
+                    p.counters["dsp_skipped_blocks"] += 1
+            await asyncio.sleep(0)
         await q.put(None)
 
     async def _dsp(self, p: RunnerPipeline, q: asyncio.Queue) -> None:
-        """Drains the backlog when the reader had to queue (a burst of packets arriving together)."""
+        """Drains the backlog when the reader had to queue (a burst of packets arriving together), one block per
+        task step (``q.get()`` does not yield while the queue holds items)."""
         while True:
             block = await q.get()
             if block is None:
@@ -1257,6 +1275,7 @@ class Edge:
                 p.process(block)
             finally:
                 p._dsp_busy = q.qsize() > 0
+            await asyncio.sleep(0)
 
     async def _ticker(self, period_s: float = 0.1, status_every_s: float = 4.5, links_every_s: float = 1.0) -> None:
         """One task for all runners: pump the links (expire stale cues, hand over what acks made room for),
