@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,10 @@ CHROMIUM = os.environ.get("RUNFORM_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                "--autoplay-policy=no-user-gesture-required"]
-DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+# Screenshots go to docs/img only when asked (`make screenshots`: RUNFORM_SCREENSHOTS=docs/img); a plain test run
+# must not rewrite tracked files.
+DOCS_IMG = Path(os.environ["RUNFORM_SCREENSHOTS"]) if os.environ.get("RUNFORM_SCREENSHOTS") else \
+    Path(tempfile.mkdtemp(prefix="runform-screens-"))
 N_RUNNERS = 10
 RATE_HZ = 200.0  # 10 runners on 2 shared cores: 200 Hz keeps the edge far from saturation
 RESULTS: dict = {}  # measured numbers, printed at the end of the session
@@ -184,12 +188,15 @@ def publish_as_edge(stack, topic, obj):
 class LiveProxy:
     """Playwright between the page and the API WebSocket (/api/v1/live): forwards every frame; `hold = True`
     stalls the server -> page direction (the frames are kept, as a stalled network would), `release()` delivers
-    them late, in order; `rewrite(frame) -> frame` edits server frames in flight."""
+    them late, in order; `hold_if(frame) -> bool` holds only the frames it selects (the others pass);
+    `rewrite(frame) -> frame` edits server frames in flight. `forwarded` lists every frame delivered to the page."""
 
-    def __init__(self, page, rewrite=None):
+    def __init__(self, page, rewrite=None, hold_if=None):
         import re
         self.hold = False
+        self.hold_if = hold_if
         self.held: list = []
+        self.forwarded: list = []
         self.rewrite = rewrite
         self.connections = 0
         page.route_web_socket(re.compile(r".*/api/v1/live.*"), self._route)
@@ -201,18 +208,21 @@ class LiveProxy:
         def from_server(m):
             if self.rewrite is not None:
                 m = self.rewrite(m)
-            if self.hold:
+            if self.hold or (self.hold_if is not None and self.hold_if(m)):
                 self.held.append((ws, m))
             else:
                 ws.send(m)
+                self.forwarded.append(m)
         server.on_message(from_server)
         ws.on_message(lambda m: server.send(m))
 
     def release(self):
         self.hold = False
+        self.hold_if = None
         held, self.held = self.held, []
         for ws, m in held:
             ws.send(m)
+            self.forwarded.append(m)
 
 
 def wait_until(page, cond, timeout_s=20.0, what="condition"):

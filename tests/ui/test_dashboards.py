@@ -93,7 +93,9 @@ def test_target_change_reaches_runner_page_and_edge(stack, new_page):
     pt.locator('.card[data-runner="maya"]').click()
     pt.fill("#d-target", "181")
     pt.click("#d-set")
-    pt.wait_for_function("() => document.getElementById('d-msg').textContent.includes('181')", timeout=10000)
+    # one status line naming the action and its value, ending once the edge's reply to THIS request arrives
+    pt.wait_for_function("() => document.getElementById('d-msg').textContent === "
+                         "'Target 181 spm: saved and applied by the edge'", timeout=10000)
     # the edge applied it ...
     end = time.monotonic() + 10
     while time.monotonic() < end and stack.stack.edge.pipelines["maya"].cues.config.target_cadence_spm != 181:
@@ -111,6 +113,69 @@ def test_target_change_reaches_runner_page_and_edge(stack, new_page):
     pt.click("#d-note-add")
     pt.wait_for_function("() => document.getElementById('d-note-msg').textContent === 'note saved'", timeout=10000)
     assert not pt.errors.errors and not runner_page.errors.errors, pt.errors.errors + runner_page.errors.errors
+
+
+def _record_status_lines(page):
+    """Every text #d-msg shows, in order (a MutationObserver: no intermediate state is missed)."""
+    page.evaluate("""() => { window.msgLog = []; const m = document.getElementById('d-msg');
+        new MutationObserver(() => window.msgLog.push(m.textContent))
+            .observe(m, {childList: true, characterData: true, subtree: true}); }""")
+
+
+def _is_reply(frame) -> bool:
+    return isinstance(frame, str) and '"kind": "reply"' in frame.replace('"kind":"reply"', '"kind": "reply"')
+
+
+@pytest.mark.parametrize("order", ["reply_after_response", "reply_before_response"])
+def test_action_status_names_action_whatever_the_arrival_order(stack, new_page, order):
+    """The edge's reply (WebSocket) and the PUT's response (HTTP) race; either order ends in the same single line
+    that names the action and its value, and no other reply (the plan's, another therapist's) ever overwrites it."""
+    import json
+    runner, value = ("r05", 183) if order == "reply_after_response" else ("r06", 184)
+    pt = new_page()
+    proxy = LiveProxy(pt, hold_if=_is_reply if order == "reply_after_response" else None)
+    held_http: list = []
+    if order == "reply_before_response":  # hold the HTTP response until the edge's reply reached the page
+        def hold_put(route):
+            resp = route.fetch()
+            held_http.append((route, resp, [p["request_id"] for p in resp.json()["published"]]))
+        pt.route(f"**/api/v1/runners/{runner}/targets", hold_put)
+    _therapist(pt, stack)
+    pt.locator(f'.card[data-runner="{runner}"]').click()
+    _record_status_lines(pt)
+    pt.fill("#d-target", str(value))
+    pt.click("#d-set")
+    label = f"Target {value} spm"
+    if order == "reply_after_response":
+        pt.wait_for_function(f"() => document.getElementById('d-msg').textContent === "
+                             f"'{label}: saved, waiting for the edge…'", timeout=10000)
+        # the edge's reply to this request is in flight: held, not yet on the page
+        wait_until(pt, lambda: any(json.loads(m)["payload"]["command"] == "set_target_cadence"
+                                   for _, m in proxy.held), what="the edge's reply")
+        assert pt.inner_text("#d-msg") == f"{label}: saved, waiting for the edge…"
+        proxy.release()
+    else:
+        wait_until(pt, lambda: held_http, what="the PUT response")
+        route, resp, ids = held_http[0]
+        wait_until(pt, lambda: any(_is_reply(m) and json.loads(m)["payload"]["request_id"] in ids
+                                   for m in proxy.forwarded), what="the edge's reply on the WebSocket")
+        pt.wait_for_function("(ids) => ids.every((id) => window.rfAction.hasReply(id))", arg=ids, timeout=10000)
+        assert pt.inner_text("#d-msg") == f"{label}: sending…"  # the page does not know the request id yet
+        route.fulfill(response=resp)
+    pt.wait_for_function(f"() => document.getElementById('d-msg').textContent === "
+                         f"'{label}: saved and applied by the edge'", timeout=10000)
+    # the admin (another person, another tab) pauses the same runner: that reply reaches this page too, and must
+    # not touch the line
+    n_replies = sum(_is_reply(m) for m in proxy.forwarded)
+    status, res = api_as(stack, "admin", "POST", f"/runners/{runner}/control", {"command": "pause", "wait_s": 5})
+    assert status == 200 and res["reply"]["ok"], res
+    wait_until(pt, lambda: sum(_is_reply(m) for m in proxy.forwarded) > n_replies, what="the admin's reply")
+    pt.wait_for_function("(id) => window.rfAction.hasReply(id)", arg=res["request_id"], timeout=10000)
+    assert api_as(stack, "admin", "POST", f"/runners/{runner}/control", {"command": "resume", "wait_s": 5})[0] == 200
+    log = pt.evaluate("window.msgLog")
+    assert log and all(t.startswith(label + ":") for t in log), log
+    assert log[-1] == f"{label}: saved and applied by the edge", log
+    assert not pt.errors.errors, pt.errors.errors
 
 
 def test_runner_cannot_open_another_runners_page(stack, new_page):

@@ -51,10 +51,7 @@ function onMessage(msg) {
       addCues(r, [p]);
       break;
     case "reply":
-      if (r === selected) {
-        document.getElementById("d-msg").textContent =
-          `${p.command}: ${p.ok ? "done" : "refused — " + p.reason} (reply from the edge)`;
-      }
+      actionReply(msg.runner, p);
       break;
     default: return;
   }
@@ -161,7 +158,7 @@ function select(r) {
   document.getElementById("d-name").textContent = r.name;
   const m = r.metrics;
   document.getElementById("d-target").value = m && m.cadence_target_spm ? Math.round(m.cadence_target_spm) : "";
-  document.getElementById("d-msg").textContent = "";
+  actionReset();
   // never show (or assign from) the previous runner's program while this one's loads
   document.getElementById("d-prog-plan").textContent = "(loading…)";
   document.getElementById("d-prog-decision").textContent = "";
@@ -413,25 +410,102 @@ function renderDetail(now) {
   if (features.program && now - selected.planMs > PROGRAM_REFRESH_MS) loadProgram(selected);
 }
 
+// ------------------------------------------------------------------ action status
+// Every action the therapist takes ends in ONE status line (#d-msg) that names the action and its value. The
+// edge's replies are matched to the request that caused them by request_id: a reply to anything else (another
+// therapist's command, the retained plan) never touches the line. A reply can arrive over the WebSocket before the
+// HTTP response that tells us its request_id, so recent replies are kept by id and looked up when it does.
+const ACTION_CONFIRM_MS = 8000; // no reply from the edge by then: say so (it may be offline)
+const REPLIES_KEPT = 64;
+const recentReplies = new Map(); // request_id -> reply payload (bounded, oldest dropped first)
+let action = null; // {runner, label, saved, ids: Set, replies: Map, state, timer}
+window.rfAction = { get current() { return action; }, hasReply: (id) => recentReplies.has(id) }; // for tests
+
+function showAction() {
+  if (!action) return;
+  const a = action;
+  const refused = [...a.replies.values()].find((p) => !p.ok);
+  let text;
+  if (a.state === "error") text = `${a.label}: failed — ${a.error}`;
+  else if (a.state === "sending") text = `${a.label}: sending…`;
+  else if (refused) text = `${a.label}: ${a.saved ? "saved, but " : ""}refused by the edge — ${refused.reason}`;
+  else if (a.ids.size && a.replies.size === a.ids.size) text = `${a.label}: ${a.saved ? "saved and " : ""}applied by the edge`;
+  else if (a.state === "unconfirmed") text = `${a.label}: ${a.saved ? "saved; " : "sent; "}the edge has not confirmed it (offline?)`;
+  else if (a.state === "not_live") text = `${a.label}: saved; not sent live: ${a.error}`;
+  else if (!a.ids.size) text = `${a.label}: saved`; // nothing to send live (no command in the request)
+  else text = `${a.label}: ${a.saved ? "saved, " : "sent, "}waiting for the edge…`;
+  a.text = text;
+  document.getElementById("d-msg").textContent = text;
+}
+
+function actionReset() {
+  if (action) clearTimeout(action.timer);
+  action = null;
+  document.getElementById("d-msg").textContent = "";
+}
+
+function actionStart(label, saved) {
+  actionReset();
+  action = { runner: selected.name, label, saved, ids: new Set(), replies: new Map(), state: "sending", timer: 0 };
+  showAction();
+  return action;
+}
+
+function actionSent(a, ids) {
+  if (a !== action) return; // superseded by a newer action or another runner
+  a.state = "waiting";
+  for (const id of ids) {
+    a.ids.add(id);
+    if (recentReplies.has(id)) a.replies.set(id, recentReplies.get(id));
+  }
+  if (a.replies.size < a.ids.size) {
+    a.timer = setTimeout(() => { if (a === action) { a.state = "unconfirmed"; showAction(); } }, ACTION_CONFIRM_MS);
+  }
+  showAction();
+}
+
+function actionFailed(a, state, error) {
+  if (a !== action) return;
+  a.state = state; a.error = error;
+  showAction();
+}
+
+function actionReply(runner, p) {
+  if (!p.request_id) return;
+  recentReplies.set(p.request_id, p);
+  if (recentReplies.size > REPLIES_KEPT) recentReplies.delete(recentReplies.keys().next().value);
+  const a = action;
+  if (!a || a.runner !== runner || !a.ids.has(p.request_id)) return;
+  a.replies.set(p.request_id, p);
+  if (a.replies.size === a.ids.size) clearTimeout(a.timer);
+  showAction();
+}
+
+const CONTROL_LABELS = { pause: "Pause cues", resume: "Resume cues", advance_interval: "Next interval" };
+
 async function control(command, args = {}) {
-  const msg = document.getElementById("d-msg");
-  msg.textContent = `${command}: sending…`;
+  const a = actionStart(CONTROL_LABELS[command] || command, false);
   try {
-    const r = await api(`/runners/${encodeURIComponent(selected.name)}/control`,
+    const r = await api(`/runners/${encodeURIComponent(a.runner)}/control`,
       { method: "POST", body: { command, args, wait_s: 3 } });
-    msg.textContent = r.reply ? `${command}: ${r.reply.ok ? "done" : "refused — " + r.reply.reason}`
-      : `${command}: sent, no reply from the edge yet`;
-  } catch (e) { msg.textContent = `${command}: ${e.message}`; }
+    if (r.reply) actionReply(a.runner, r.reply.request_id ? r.reply : { ...r.reply, request_id: r.request_id });
+    actionSent(a, [r.request_id]);
+  } catch (e) { actionFailed(a, "error", e.message); }
 }
 
 async function setTarget() {
   const v = Number(document.getElementById("d-target").value);
-  const msg = document.getElementById("d-msg");
-  if (!(v >= 60 && v <= 240)) { msg.textContent = "target cadence must be 60–240 steps/min"; return; }
+  if (!(v >= 60 && v <= 240)) {
+    actionReset();
+    document.getElementById("d-msg").textContent = "Target cadence must be 60–240 steps/min";
+    return;
+  }
+  const a = actionStart(`Target ${v} spm`, true);
   try {
-    const r = await api(`/runners/${encodeURIComponent(selected.name)}/targets`, { method: "PUT", body: { cadence_spm: v } });
-    msg.textContent = r.live_error ? `saved; not sent live: ${r.live_error}` : `target ${v} spm saved and sent to the edge`;
-  } catch (e) { msg.textContent = `set target: ${e.message}`; }
+    const r = await api(`/runners/${encodeURIComponent(a.runner)}/targets`, { method: "PUT", body: { cadence_spm: v } });
+    if (r.live_error) actionFailed(a, "not_live", r.live_error);
+    else actionSent(a, (r.published || []).map((x) => x.request_id));
+  } catch (e) { actionFailed(a, "error", e.message); }
 }
 
 async function addNote() {
