@@ -13,7 +13,7 @@ SYS_STAMP := $(VENV)/.runform-sysdeps
 APT_PACKAGES ?= mosquitto mosquitto-clients dbus-daemon chromium
 SYS_COMMANDS ?= mosquitto dbus-daemon chromium
 
-.PHONY: demo test validate bench peers-venv warmup sysdeps clean
+.PHONY: demo test validate bench peers-venv warmup sysdeps clean screenshots
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "runform needs Python >= 3.11, found " + sys.version' \
@@ -52,6 +52,10 @@ demo: $(STAMP) sysdeps
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/dsp tests/cli/test_analyze.py $(PYTEST_ARGS)
+
+# docs/img/*.png, taken by the dashboard tests (a plain `make test` writes them to a temporary folder)
+screenshots: $(STAMP) sysdeps
+	RUNFORM_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -q tests/ui/test_dashboards.py
 
 validate: $(STAMP)
 	$(BIN)/runform validate --out docs/accuracy.md
