@@ -61,6 +61,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from runform.server.mqtt import SubscriptionState
 from runform.server.mqtt import (MqttContractError, SCHEMA_CONTROL, SCHEMA_CUE, SCHEMA_METRICS,
                                  SCHEMA_PROGRAM_SESSION, SCHEMA_STATUS, SCHEMA_STEPS, decode_json, decode_raw,
                                  parse_topic)
@@ -147,6 +148,7 @@ class Ingestor:
         self._q: queue.Queue[IngestMessage] = queue.Queue(maxsize=max(self.receive_maximum * 4, 4096))
         self._generation = 0
         self._connected = threading.Event()
+        self._subs = SubscriptionState(f"ingest {client_id}")  # SUBACK of the current connection: messages reach us
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sessions: dict[str, str] = {}  # runner -> open session id (cache of the DB)
@@ -160,6 +162,7 @@ class Ingestor:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.reconnect_delay_set(0.25, 4)
 
     # ------------------------------------------------------------------------------------------ MQTT side
@@ -171,11 +174,18 @@ class Ingestor:
         self._generation += 1
         self.counters_["connects"] += 1
         # renew the subscription every time (a broker without persistence forgot it)
-        client.subscribe(self.topic_filter, qos=1)
+        self._subs.subscribe(client, [(self.topic_filter, 1)])
         self._connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._subs.on_subscribe(mid, reason_codes)
+        if self._subs.refused:
+            self.counters_["subscribe_refused"] += 1
+            self.last_error_ = self._subs.refused
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
+        self._subs.lost()
         self._generation += 1  # acks for messages of the dropped connection are discarded
         self.counters_["disconnects"] += 1
 
@@ -201,7 +211,9 @@ class Ingestor:
         return self
 
     def wait_connected(self, timeout_s: float = 10.0) -> bool:
-        return self._connected.wait(timeout_s)
+        """True once connected AND subscribed (the broker acknowledged the subscription): from then on every
+        message published to the topics reaches the ingest. False after ``timeout_s``."""
+        return self._subs.wait(timeout_s)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Commit and acknowledge what was received, then disconnect (the session stays on the broker)."""
@@ -221,7 +233,7 @@ class Ingestor:
 
     def stats(self) -> dict:
         return dict(self.counters_, paused=self.paused_, last_error=self.last_error_, backlog=self._q.qsize(),
-                    connected=self._connected.is_set())
+                    connected=self._connected.is_set(), subscribed=self._subs.ready.is_set())
 
     # ------------------------------------------------------------------------------------------ writer
     def _writer(self) -> None:

@@ -29,7 +29,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from runform.server.auth import PERM_LIVE_RAW, PERM_READ, Access
-from runform.server.mqtt import MqttSettings, TopicError, control_topic, make_client_id, parse_topic
+from runform.server.mqtt import (MqttSettings, SubscriptionState, TopicError, control_topic, make_client_id,
+                                 parse_topic)
 
 __all__ = ["LiveHub", "LiveClient", "LIVE_KINDS", "RAW_FRAME_MAGIC"]
 
@@ -80,6 +81,7 @@ class LiveHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, asyncio.Future] = {}
         self._connected = threading.Event()
+        self._subs = SubscriptionState("live hub")
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=make_client_id("api"), protocol=mqtt.MQTTv5,
                         transport=settings.transport)
         if settings.username is not None:
@@ -88,6 +90,7 @@ class LiveHub:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = lambda _c, _u, mid, rcs, _p: self._subs.on_subscribe(mid, rcs)
         self._client = c
         self.last_error: str | None = None
         self.on_connected: list = []  # callables run in the event loop after every (re)connect
@@ -109,7 +112,8 @@ class LiveHub:
         return self._connected.is_set()
 
     def wait_connected(self, timeout_s: float = 10.0) -> bool:
-        return self._connected.wait(timeout_s)
+        """True once connected and subscribed (SUBACK): from then on every message reaches the hub."""
+        return self._subs.wait(timeout_s)
 
     # ------------------------------------------------------------------ paho thread
     def _on_connect(self, client, userdata, flags, rc, props) -> None:
@@ -117,7 +121,7 @@ class LiveHub:
             self.last_error = f"MQTT connection refused: {rc}"
             log.warning("live hub: %s", self.last_error)
             return
-        client.subscribe(_ROOT_FILTER, qos=1)
+        self._subs.subscribe(client, [(_ROOT_FILTER, 1)])
         self._connected.set()
         log.info("live hub connected to %s:%s", self.settings.host, self.settings.port)
         loop = self._loop
@@ -130,6 +134,7 @@ class LiveHub:
 
     def _on_disconnect(self, client, userdata, flags, rc, props) -> None:
         self._connected.clear()
+        self._subs.lost()
         self.last_error = f"disconnected: {rc}"
 
     def _on_message(self, client, userdata, msg) -> None:

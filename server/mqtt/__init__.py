@@ -8,6 +8,7 @@ from ._link import (CLASSES, CLASS_CONTROL, CLASS_CUE, CLASS_METRICS, CLASS_RAW,
                     MqttLink, MqttSettings, OutboundQueue, Outgoing, make_client_id)
 from ._payloads import (control_payload, cue_payload, plan_payload, program_session_payload, reply_payload,
                         status_payload, steps_payload)
+from ._ready import SubscriptionState
 from ._raw import RAW_CONTENT_TYPE, RawBlock, decode_raw, encode_raw
 from ._schema import (COMMAND_ARGS, COMMAND_ROLES, MAX_CONTROL_BYTES, SCHEMA_CONTROL, SCHEMA_CUE, SCHEMA_METRICS,
                       SCHEMA_PLAN, SCHEMA_PROGRAM_SESSION, SCHEMA_REPLY, SCHEMA_STATUS, SCHEMA_STEPS, SCHEMAS,
@@ -22,7 +23,7 @@ __all__ = [
     "MqttLink", "MqttSettings", "OutboundQueue", "Outgoing", "make_client_id",
     "control_payload", "cue_payload", "plan_payload", "program_session_payload", "reply_payload", "status_payload",
     "steps_payload",
-    "RAW_CONTENT_TYPE", "RawBlock", "decode_raw", "encode_raw",
+    "RAW_CONTENT_TYPE", "RawBlock", "decode_raw", "encode_raw", "SubscriptionState",
     "COMMAND_ARGS", "COMMAND_ROLES", "MAX_CONTROL_BYTES", "SCHEMA_CONTROL", "SCHEMA_CUE", "SCHEMA_METRICS",
     "SCHEMA_PLAN", "SCHEMA_PROGRAM_SESSION", "SCHEMA_REPLY", "SCHEMA_STATUS", "SCHEMA_STEPS", "SCHEMAS",
     "decode_json", "encode_json", "roles_for", "validate",

@@ -41,6 +41,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ._ready import SubscriptionState
+
 log = logging.getLogger("runform.mqtt")
 
 CLASS_CONTROL, CLASS_CUE, CLASS_METRICS, CLASS_STEPS, CLASS_RAW = "control", "cue", "metrics", "steps", "raw"
@@ -197,6 +199,7 @@ class MqttLink:
         self._stalled_since: float | None = None
         self._overflow_logged: dict[str, int] = {}
         self._connected = threading.Event()
+        self._subs_state = SubscriptionState(client_id)
         self._wake: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # asyncio mode (start(loop))
         self._aio_sock = None
@@ -225,6 +228,7 @@ class MqttLink:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
+        c.on_subscribe = lambda _c, _u, mid, rcs, _p: self._subs_state.on_subscribe(mid, rcs)
         c.on_socket_close = self._on_socket_close
         c.on_socket_open = self._on_socket_open
         self.client = c
@@ -242,13 +246,13 @@ class MqttLink:
         if self._birth is not None:
             topic, payload = self._birth()
             client.publish(topic, payload, qos=1, retain=True)
-        for f, q in self._subs:
-            client.subscribe(f, qos=q)
+        self._subs_state.subscribe(client, self._subs)
         self._connected.set()
         self._poke()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
+        self._subs_state.lost()
         self.counters["disconnects"] += 1
         self.last_disconnect_reason = str(reason_code)
         log.info("%s: disconnected (%s)", self.client_id, reason_code)
@@ -283,8 +287,14 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def subscribed(self) -> bool:
+        """Connected and every subscription acknowledged (SUBACK): commands published now reach this link."""
+        return self._subs_state.ready.is_set()
+
     def wait_connected(self, timeout_s: float = 10.0) -> bool:
-        return self._connected.wait(timeout_s)
+        """True once connected and subscribed (see :attr:`subscribed`); False after ``timeout_s``."""
+        return self._subs_state.wait(timeout_s)
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> "MqttLink":
         """Connect in the background: paho's network thread, or (``loop`` given) the asyncio loop."""

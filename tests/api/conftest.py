@@ -137,7 +137,10 @@ class MqttClient:
             c.username_pw_set(user, password)
         c.on_connect = self._on_connect
         c.on_message = lambda cl, ud, msg: self._add(msg)
-        c.on_subscribe = lambda *a: None
+        self.subscribed = threading.Event()  # every SUBACK of the current connection is in (granted or not)
+        self._pending_subs: set[int] = set()
+        self.subacks: dict = {}  # mid -> reason codes
+        c.on_subscribe = self._on_subscribe
         self.c = c
         self.port = port
 
@@ -150,9 +153,26 @@ class MqttClient:
         self.done.set()
         if rc.is_failure:
             return
-        for t in self.topics:
-            c.subscribe(t, qos=1)
+        self.subscribed.clear()
+        self._pending_subs = {c.subscribe(t, qos=1)[1] for t in self.topics}
+        if not self._pending_subs:
+            self.subscribed.set()
         self.connected.set()
+
+    def _on_subscribe(self, c, ud, mid, rcs, props):
+        self.subacks[mid] = rcs
+        self._pending_subs.discard(mid)
+        if not self._pending_subs:
+            self.subscribed.set()
+
+    def subscribe(self, topic, timeout_s=10.0):
+        """Subscribe now and wait for the SUBACK; returns its reason codes."""
+        _, mid = self.c.subscribe(topic, qos=1)
+        end = time.monotonic() + timeout_s
+        while mid not in self.subacks:  # filled by the network thread (it may answer before subscribe returns)
+            assert time.monotonic() < end, f"no SUBACK for {topic}"
+            time.sleep(0.01)
+        return self.subacks[mid]
 
     def start(self, wait=True):
         self.c.reconnect_delay_set(5, 10)
@@ -161,7 +181,7 @@ class MqttClient:
         self.done.wait(10)
         if wait:
             assert self.connected.wait(5), f"connect failed: {self.connack}"
-            time.sleep(0.2)  # SUBACKs
+            assert self.subscribed.wait(10), "no SUBACK from the broker"
         return self
 
     def publish(self, topic, payload, qos=1):

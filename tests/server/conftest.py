@@ -5,6 +5,7 @@ Reuse: ``mosquitto`` (session scope, users below), ``fresh_mosquitto`` (per test
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from paho.mqtt.properties import Properties
 
 from runform.dsp import ACTIVITY_RUNNING, empty_steps
 from runform.server.broker import AccessSpec, MosquittoBroker, mosquitto_available
+from runform.server.mqtt import status_topic as m_status_topic
 
 PASSWORD = "pw-test-1"
 SPEC = AccessSpec.from_dict({"users": [
@@ -71,12 +73,14 @@ class Sub:
         self.lock = threading.Lock()
         self.topics, self.qos = list(topics), qos
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # every SUBACK of the current connection is in (granted or not)
+        self._pending_subs: set[int] = set()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if user is not None:
             c.username_pw_set(user, password)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
-        c.on_subscribe = lambda cl, ud, mid, rcs, props: self.suback.append(rcs)
+        c.on_subscribe = self._on_subscribe
         c.reconnect_delay_set(0.2, 1)
         self.c = c
         props = Properties(PacketTypes.CONNECT)
@@ -88,9 +92,17 @@ class Sub:
         self.connack.append(rc)
         if rc.is_failure:
             return
-        for t in self.topics:
-            c.subscribe(t, qos=self.qos)
+        self.subscribed.clear()
+        self._pending_subs = {c.subscribe(t, qos=self.qos)[1] for t in self.topics}
+        if not self._pending_subs:
+            self.subscribed.set()
         self.connected.set()
+
+    def _on_subscribe(self, c, ud, mid, rcs, props):
+        self.suback.append(rcs)
+        self._pending_subs.discard(mid)
+        if not self._pending_subs:
+            self.subscribed.set()
 
     def _on_message(self, c, ud, msg):
         with self.lock:
@@ -102,7 +114,7 @@ class Sub:
         self.c.loop_start()
         if wait:
             assert self.connected.wait(10), f"subscriber did not connect: {self.connack}"
-            time.sleep(0.15)  # SUBACKs
+            assert self.subscribed.wait(10), "no SUBACK from the broker"
         return self
 
     def stop(self):
@@ -112,6 +124,20 @@ class Sub:
     def on(self, suffix: str) -> list[Received]:
         with self.lock:
             return [m for m in self.messages if m.topic.endswith(suffix)]
+
+    def wait_stopped(self, *runners: str, timeout_s: float = 15.0) -> None:
+        """Wait for each runner's final status ("offline", "edge stopped", not retained): the last message its
+        edge sends on that connection, so everything it sent before is in (the broker keeps one publisher's
+        order towards each subscriber)."""
+        def stopped(r):
+            def pred(x):
+                if x.retain or x.topic != m_status_topic(r):
+                    return False
+                st = json.loads(x.payload)
+                return st.get("state") == "offline" and st.get("reason") == "edge stopped"
+            return pred
+        for r in runners:
+            assert self.wait_for(stopped(r), timeout_s), f"no final status from {r}'s edge"
 
     def wait_for(self, pred, timeout_s: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout_s

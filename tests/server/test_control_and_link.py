@@ -2,6 +2,7 @@
 broker: reconnect backoff, client ids that never collide, QoS per topic as delivered."""
 import asyncio
 import socket
+import threading
 import time
 
 import pytest
@@ -127,10 +128,12 @@ def test_qos_and_expiry_per_topic_as_delivered(mosquitto, mqtt_sub):
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"qos-{time.monotonic_ns()}", protocol=mqtt.MQTTv5)
     c.username_pw_set("edge", PASSWORD)
     c.on_message = lambda cl, ud, msg: got.setdefault(msg.topic, (msg.qos, msg.retain, msg.properties))
+    subacked = threading.Event()
+    c.on_subscribe = lambda *a: subacked.set()
     c.connect("127.0.0.1", mosquitto.port)
     c.loop_start()
     c.subscribe(m.runner_filter("qosrunner"), qos=1)
-    time.sleep(0.3)
+    assert subacked.wait(10), "no SUBACK"
     try:
         from runform.firmware_bridge import SampleBlock
         import numpy as np

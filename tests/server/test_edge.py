@@ -56,7 +56,7 @@ def test_broker_killed_and_restarted_mid_run(fresh_mosquitto, mqtt_sub, tmp_path
         return stats
 
     stats = asyncio.run(main())["alice"]
-    time.sleep(0.3)
+    sub.wait_stopped("alice")
     p = edge.pipelines["alice"]
     # 1. the journal is complete: every packet the source produced is on disk, outage or not
     from runform.firmware_bridge.journal import JournalReader
@@ -106,7 +106,7 @@ def test_program_interval_cues_and_live_control_via_broker(mosquitto, mqtt_sub, 
         await t
 
     asyncio.run(main())
-    time.sleep(0.3)
+    sub.wait_stopped("alice")
     cues = [json.loads(x.payload) for x in sub.on("/cues")]
     interval_cues = [c for c in cues if c["kind"] == "interval"]
     assert interval_cues[0]["code"] == "interval_walk"
@@ -156,7 +156,13 @@ def test_broker_down_30s_mid_run(tmp_path, mqtt_sub):
     try:
         sub = mqtt_sub(b.port, "edge", topics=[m.runner_filter("alice"), m.runner_filter("bob")], clean_start=False,
                        session_expiry_s=600).start()
-        time.sleep(1.5)  # the subscriber's session is in the broker's autosave
+        # the subscriber's session must be in the broker's autosave (written every second) before the crash:
+        # wait for a save that began after the SUBACK
+        db, t_sub = b.workdir / "data" / "mosquitto.db", time.time()
+        end = time.monotonic() + 15
+        while not (db.exists() and db.stat().st_mtime > t_sub + 0.05):
+            assert time.monotonic() < end, "the broker never autosaved"
+            time.sleep(0.05)
         defaults = m.MqttSettings()
         mk = lambda: m.MqttSettings(port=b.port, username="edge", password=PASSWORD)  # noqa: E731
         duration = 44.0
@@ -199,7 +205,7 @@ def test_broker_down_30s_mid_run(tmp_path, mqtt_sub):
             return stats
 
         stats = asyncio.run(main())
-        time.sleep(0.5)
+        sub.wait_stopped("alice", "bob")
     finally:
         b.stop()
 

@@ -52,7 +52,7 @@ async def test_ble_sensors_of_two_runners_to_subscriber(sensors, mosquitto, mqtt
     edge = Edge([hub.sources["alice"], hub.sources["bob"]], cfgs)
     stats = await edge.run(duration_s=14.0)
     ble = hub.stats()
-    await asyncio.sleep(0.5)
+    await asyncio.to_thread(sub.wait_stopped, "alice", "bob")
 
     # every sensor streamed; nothing was dropped between the bridge and the edge
     for sid in ("alice.sacrum", "bob.foot_left", "bob.foot_right"):

@@ -27,7 +27,10 @@ def settings(broker, user="edge"):
 def test_anonymous_and_wrong_password_refused(mosquitto, mqtt_sub):
     anon = mqtt_sub(mosquitto.port, user=None).start(wait=False)
     wrong = mqtt_sub(mosquitto.port, user="alice", password="nope").start(wait=False)
-    time.sleep(1.0)
+    end = time.monotonic() + 10
+    while not (anon.connack and wrong.connack):  # wait for the broker's answers (CONNACK)
+        assert time.monotonic() < end, "no CONNACK"
+        time.sleep(0.02)
     assert not anon.connected.is_set() and not wrong.connected.is_set()
     assert any(rc.value == 0x87 for rc in anon.connack)  # Not authorized
     assert any(rc.value == 0x87 for rc in wrong.connack)
@@ -48,13 +51,18 @@ def test_runner_cannot_read_other_runner_and_therapist_scope(mosquitto, mqtt_sub
     assert publish_one(mosquitto.port, "pt", m.control_topic("alice", "edge"), ctl) == "Not authorized"
     assert publish_one(mosquitto.port, "alice", m.control_topic("alice", "pt"), ctl) == "Not authorized"
     assert publish_one(mosquitto.port, "alice", m.metrics_topic("bob"), b"{}") == "Not authorized"
-    time.sleep(0.5)
+    # sentinels, published last: everything published before them has been routed to every subscriber when
+    # they arrive (the broker routes at receipt, and keeps its order towards each subscriber)
+    assert publish_one(mosquitto.port, "edge", m.metrics_topic("alice"), b'{"sentinel": 1}') == "Success"
+    assert publish_one(mosquitto.port, "pt", m.control_topic("alice", "pt"), b'{"sentinel": 2}') == "Success"
+    for sub, want in ((alice, b'{"sentinel": 2}'), (pt, b'{"sentinel": 1}'), (edge, b'{"sentinel": 2}')):
+        assert sub.wait_for(lambda x, want=want: x.payload == want), want
     # alice sees her own subtree (incl. the therapist's command to her) and nothing of bob's
     live = [x for x in alice.messages if not x.retain]  # retained status of other tests on the shared broker
-    assert sorted(x.topic for x in live) == ["runform/v1/alice/control/pt", "runform/v1/alice/metrics"]
+    assert sorted(x.topic for x in live) == ["runform/v1/alice/control/pt"] * 2 + ["runform/v1/alice/metrics"] * 2
     assert not any("/bob/" in x.topic for x in alice.messages)
-    assert [x.topic for x in pt.messages] == ["runform/v1/alice/metrics"]
-    assert [x.topic for x in edge.messages] == ["runform/v1/alice/control/pt"]
+    assert [x.topic for x in pt.messages] == ["runform/v1/alice/metrics"] * 2
+    assert [x.topic for x in edge.messages] == ["runform/v1/alice/control/pt"] * 2
 
 
 def test_cue_expiry_for_offline_subscriber(fresh_mosquitto, mqtt_sub):
@@ -69,14 +77,28 @@ def test_cue_expiry_for_offline_subscriber(fresh_mosquitto, mqtt_sub):
     for code, ttl in (("short", 2.0), ("long", 10.0)):
         c = Cue("cadence", code, 0.0, 1, "x", None, ttl)
         link.enqueue(m.CLASS_CUE, m.cues_topic("alice"), m.encode_json(m.cue_payload("alice", c, 1)), ttl_s=ttl)
-    link.pump()
-    time.sleep(3.0)
+    # a QoS 1 message after the two cues: once it is acknowledged, the broker holds both cues (one connection's
+    # packets are processed in order), so their lifetimes on the broker run from (at the latest) now
+    link.enqueue(m.CLASS_STEPS, m.steps_topic("alice", "sacrum"), b'{"marker": 1}')
+    end = time.monotonic() + 10
+    while link.pending or link.queue:
+        assert time.monotonic() < end, "marker not acknowledged"
+        link.pump()
+        time.sleep(0.01)
+    # the 2 s cue expires on the broker; the 10 s one has about 6 s left. Mosquitto keeps time in whole seconds
+    # (expiry = its clock second at receipt + interval, expired once its clock is past that): a message can live up
+    # to 1 s longer than its interval, and the clock second may be one behind at receipt: 2 s + 2 s of margin
+    time.sleep(4.0)
     sub2 = mqtt_sub(b.port, "alice", client_id="alice-headphones", topics=[], clean_start=False,
                     session_expiry_s=300).start()
     assert sub2.wait_for(lambda x: True, 3.0)
-    time.sleep(0.3)
+    # a third cue, sent now: it is queued behind whatever the broker still held for the session
+    c = Cue("cadence", "after", 0.0, 1, "x", None, 10.0)
+    link.enqueue(m.CLASS_CUE, m.cues_topic("alice"), m.encode_json(m.cue_payload("alice", c, 1)), ttl_s=10.0)
+    link.pump()
+    assert sub2.wait_for(lambda x: json.loads(x.payload)["code"] == "after", 5.0)
     got = [json.loads(x.payload)["code"] for x in sub2.messages]
-    assert got == ["long"]
+    assert got == ["long", "after"]
     assert 5 <= sub2.messages[0].props.MessageExpiryInterval <= 8
     link.stop()
 
@@ -139,8 +161,7 @@ def test_control_validation_authorisation_and_replies(mosquitto, mqtt_sub):
     loop = asyncio.new_event_loop()
     try:
         p.open(loop)
-        assert run_loop_until(loop, lambda: p.link.connected, 5)
-        loop.run_until_complete(asyncio.sleep(0.3))  # SUBACK
+        assert run_loop_until(loop, lambda: p.link.subscribed, 5)  # SUBACK: commands now reach the edge
         sends = [
             ("pt", b"{not json", None),
             ("pt", json.dumps({"schema": "runform.control.v1", "request_id": "r2", "command": "fly"}).encode(), "r2"),

@@ -93,8 +93,7 @@ def test_ingest_stores_program_records_and_rejects_bad_ones(mosquitto, tmp_path)
     ing = Ingestor(store, port=mosquitto.port, username="edge", password=PASSWORD,
                    client_id=f"rf-ingest-plan-{runner}", session_expiry_s=0).start()
     try:
-        assert ing.wait_connected(10)
-        time.sleep(0.3)  # SUBACK
+        assert ing.wait_connected(10)  # connected and subscribed
         topic = m.program_topic(runner)
         assert publish(mosquitto.port, topic, m.encode_json(record(runner=runner, pb=1))) == "Success"
         assert publish(mosquitto.port, topic, m.encode_json(record(runner=runner, pa=2, end=300.0, final=True))) \

@@ -194,7 +194,7 @@ def test_lsl_outlet_to_inlet_on_loopback(data):
     assert ch.child_value("label") == "acc_x" and ch.child_value("unit") == "m/s^2"
     assert full.desc().child("acquisition").child_value("site") == "sacrum"
     inlet.open_stream(timeout=5)
-    time.sleep(0.3)
+    assert out.outlets_["RF-0"].wait_for_consumers(5)  # the outlet serves the inlet: nothing pushed now is lost
     n = 200
     out.push_raw("RF-0", "sacrum", ref["time_s"][10:n], ref["acc_ms2"][10:n], ref["gyr_dps"][10:n], 200.0)
     got, ts = [], []

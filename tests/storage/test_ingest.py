@@ -68,11 +68,13 @@ def prime_session(port, client_id):
     c.username_pw_set("edge", PASSWORD)
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
+    subacked = threading.Event()
+    c.on_subscribe = lambda *a: subacked.set()
     c.connect("127.0.0.1", port, clean_start=True, properties=props)
     c.loop_start()
     r = c.subscribe("runform/v1/#", qos=1)
-    time.sleep(0.3)
     assert r[0] == mqtt.MQTT_ERR_SUCCESS
+    assert subacked.wait(10), "no SUBACK"  # the session holds the subscription from now on
     c.disconnect()
     c.loop_stop()
 
@@ -112,8 +114,7 @@ def test_ingest_contract_messages(broker, tmp_path):
     store = open_store(tmp_path / "i.db")
     ing = Ingestor(store, port=broker.port, username="edge", password=PASSWORD, client_id="rf-ingest-e2e",
                    batch_max_delay_s=0.02).start()
-    assert ing.wait_connected(10)
-    time.sleep(0.3)  # SUBACK
+    assert ing.wait_connected(10)  # connected and subscribed
     pub = Publisher(broker.port)
     pub.pub(status_topic("alice"), encode_json(status_payload("alice", "online", "edge-1", sensors=["S1"],
                                                               counters={"samples": 0})), retain=True)
@@ -277,8 +278,7 @@ def test_disk_full_pauses_without_ack_and_resumes(broker, small_fs):
     ing = Ingestor(store, port=broker.port, username="edge", password=PASSWORD, client_id="rf-ingest-full",
                    batch_max_delay_s=0.02, retry_interval_s=0.2, receive_maximum=50).start()
     try:
-        assert ing.wait_connected(10)
-        time.sleep(0.3)
+        assert ing.wait_connected(10)  # connected and subscribed
         pub = Publisher(broker.port, client_id="pub-full")
         raws = raw_payloads("carol", "S1", "sacrum", 400, per=60, seed=5)  # ~1.7 MB of samples for 768 kB
         for t, p in raws:
