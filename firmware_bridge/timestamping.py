@@ -373,6 +373,7 @@ class AccountingSnapshot:
     clock_segments: int
     last_seen_ns: int
     last_malformed_reason: str | None
+    no_data: int = 0  # well-formed packets that carry no samples (command results, status frames)
 
 
 class PacketAccounting:
@@ -392,6 +393,7 @@ class PacketAccounting:
         self.seq_bits = seq_bits
         self.reorder_window = int(reorder_window)
         self.received_ = self.lost_ = self.duplicates_ = self.reordered_ = self.malformed_ = self.restarts_ = 0
+        self.no_data_ = 0
         self.samples_ = 0
         self.samples_lost_ = 0
         self.first_seen_ns_ = 0
@@ -474,6 +476,10 @@ class PacketAccounting:
                 per = self.samples_ / self.received_ if self.received_ else float(n)
                 self.lost_ += max(1, int(round(n / per))) if per > 0 else 1
 
+    def on_no_data(self) -> None:
+        """A well-formed packet without samples (a command result on the data characteristic, ...)."""
+        self.no_data_ += 1
+
     def on_malformed(self, err: MalformedPacketError | str) -> None:
         reason = err.reason if isinstance(err, MalformedPacketError) else str(err)
         self.malformed_ += 1
@@ -502,7 +508,8 @@ class PacketAccounting:
         return AccountingSnapshot(self.received_, self.lost_, self.duplicates_, self.reordered_, self.malformed_,
                                   self.restarts_, self.samples_, self.samples_lost_, self.loss_pct_,
                                   self.sampling_rate_hz, self.measured_rate_hz_, self.drift_ppm_,
-                                  self.clock_segments_, self.last_seen_ns_, self.last_malformed_reason_)
+                                  self.clock_segments_, self.last_seen_ns_, self.last_malformed_reason_,
+                                  self.no_data_)
 
     def _count(self, n: int) -> None:
         if self.received_ == 0:
@@ -545,6 +552,9 @@ class SensorDecoder:
         except MalformedPacketError as e:
             self.accounting.on_malformed(e)
             self.last_error_ = e
+            return []
+        if not packets:
+            self.accounting.on_no_data()
             return []
         out: list[SampleBlock | MetricsBlock] = []
         acc = self.accounting

@@ -39,6 +39,7 @@ class SensorDecoder:
         stats.packets_lost = s.lost
         stats.packets_malformed = s.malformed
         stats.packets_duplicate = s.duplicates
+        stats.packets_no_data = s.no_data
         stats.samples_received = s.samples
         stats.clock_segments = s.clock_segments
         coarse = getattr(self.protocol, "coarse", False)

@@ -71,6 +71,7 @@ class SensorStats:
     packets_lost: int = 0
     packets_malformed: int = 0
     packets_duplicate: int = 0
+    packets_no_data: int = 0  #: well-formed packets without samples (command results on the data characteristic)
     samples_received: int = 0
     blocks_dropped_queue_full: int = 0  #: live blocks the slow consumer missed (raw journal still has them)
     reconnects: int = 0

@@ -29,6 +29,17 @@ async def _collect(bridge, seconds, out):
     return out
 
 
+def _stats_now(bridge, out):
+    """The bridge's stats and every block it had queued, at one instant (no await in between), so the stats'
+    counts cover exactly the blocks in ``out`` (blocks keep arriving while a test looks at what it collected)."""
+    stats = bridge.stats()
+    while True:
+        try:
+            out.append(bridge.queue.get_nowait())
+        except asyncio.QueueEmpty:
+            return stats
+
+
 def _expected_lost(vs, last_seq):
     return sum(1 for s in vs.engine_.lost_seqs_ if s < last_seq)
 
@@ -67,7 +78,10 @@ async def test_connect_config_and_control_point(sensors):
     try:
         while not link.is_streaming:
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.5)
+        end = time.monotonic() + 10
+        while len(blocks) < 5:  # a few notifications in
+            assert time.monotonic() < end, "no data after streaming started"
+            await asyncio.sleep(0.01)
         ops = [op for op, _ in vs.commands_]
         assert ops == [rf.OpCode.SET_SAMPLING_RATE, rf.OpCode.SET_ACC_RANGE, rf.OpCode.SET_GYRO,
                        rf.OpCode.START_STREAMING]
@@ -96,7 +110,7 @@ async def test_two_sensors_1khz_loss_counted_exactly_and_timestamps(sensors):
     async with Bridge(specs, adapter=HCI0, **FAST) as bridge:
         assert await bridge.wait_streaming(10)
         await _collect(bridge, 3.0, blocks)
-        stats = bridge.stats()
+        stats = _stats_now(bridge, blocks)
     by = {"ann.foot_left": left, "ann.foot_right": right}
     for sid, vs in by.items():
         mine = [b for b in blocks if b.sensor_id == sid]
@@ -125,7 +139,7 @@ async def test_stress_1000_packets_per_second(sensors):
     async with Bridge([SensorSpec(site="sacrum", address=vs.address_)], adapter=HCI0, **FAST) as bridge:
         assert await bridge.wait_streaming(10)
         await _collect(bridge, 2.0, blocks)
-        st = bridge.stats()["runner1.sacrum"]
+        st = _stats_now(bridge, blocks)["runner1.sacrum"]
     last = blocks[-1].seq
     assert st.packets_lost == _expected_lost(vs, last)
     assert len(blocks) == last + 1 - st.packets_lost
@@ -141,7 +155,7 @@ async def test_link_loss_reconnects_same_session(sensors):
     async with Bridge(specs, adapter=HCI0, **FAST) as bridge:
         assert await bridge.wait_streaming(10)
         await _collect(bridge, 2.5, blocks)
-        stats = bridge.stats()
+        stats = _stats_now(bridge, blocks)
     st = stats["runner1.foot_left"]
     assert vs.link_drops_ == 1 and st.reconnects == 1
     mine = [b for b in blocks if b.sensor_id == "runner1.foot_left"]
@@ -161,7 +175,7 @@ async def test_sensor_dies_others_unaffected(sensors):
     async with Bridge(specs, adapter=HCI0, backoff_initial_s=0.1, find_timeout_s=0.5) as bridge:
         assert await bridge.wait_streaming(10)
         await _collect(bridge, 2.0, blocks)
-        stats = bridge.stats()
+        stats = _stats_now(bridge, blocks)
     assert dying.stopped_
     assert stats["runner1.foot_left"].state in ("backoff", "scanning", "connecting")
     assert stats["runner1.foot_left"].connect_failures >= 1
@@ -178,7 +192,7 @@ async def test_malformed_packets_counted_bridge_keeps_running(sensors):
     async with Bridge([SensorSpec(site="foot_left", address=vs.address_)], adapter=HCI0, **FAST) as bridge:
         assert await bridge.wait_streaming(10)
         await _collect(bridge, 2.0, blocks)
-        st = bridge.stats()["runner1.foot_left"]
+        st = _stats_now(bridge, blocks)["runner1.foot_left"]
         assert bridge.links["runner1.foot_left"].is_streaming
     last = blocks[-1].seq
     n_bad_before_last = vs.engine_.packets_malformed_  # all sent before the bridge stopped
@@ -196,7 +210,7 @@ async def test_clock_reset_starts_new_segment(sensors):
     async with Bridge([SensorSpec(site="sacrum", address=vs.address_)], adapter=HCI0, **FAST) as bridge:
         assert await bridge.wait_streaming(10)
         await _collect(bridge, 2.0, blocks)
-        st = bridge.stats()["runner1.sacrum"]
+        st = _stats_now(bridge, blocks)["runner1.sacrum"]
     segs = [b.segment for b in blocks]
     assert segs[0] == 0 and segs[-1] == 1 and segs == sorted(segs)
     assert st.clock_segments == 2

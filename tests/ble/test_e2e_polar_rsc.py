@@ -12,7 +12,7 @@ from runform.firmware_bridge.protocols import polar_pmd as pmd
 from runform.firmware_bridge.simulator import RunnerProfile
 from runform.firmware_bridge.virtual import SensorBehavior, VirtualPolarSensor, VirtualRscPod
 
-from .test_e2e_bluezoo import FAST, HCI0, _collect, _report
+from .test_e2e_bluezoo import FAST, HCI0, _collect, _report, _stats_now
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -38,7 +38,7 @@ async def test_polar_h10_scan_connect_stream_loss_reconnect(sensors):
         assert (proto.kind, proto.sampling_rate_hz, proto.range_g, proto.factor) == ("polar_pmd", 200.0, 8.0, 1.0)
         assert await link.control("features") == {pmd.MeasurementType.ACC}
         await _collect(bridge, 5.5, blocks)
-        st = bridge.stats()["pat.sacrum"]
+        st = _stats_now(bridge, blocks)["pat.sacrum"]
     ok = int(pmd.Status.SUCCESS)
     acc_cmds = [(op, status) for op, t, status in vs.commands_ if t == pmd.MeasurementType.ACC]
     assert acc_cmds[:2] == [(pmd.OpCode.GET_SETTINGS, ok), (pmd.OpCode.START, ok)]
@@ -88,7 +88,7 @@ async def test_rsc_pod_metrics_arrive_coarse(sensors):
     async with Bridge([SensorSpec(site="foot_left", address=pod.address_)], adapter=HCI0, **FAST) as bridge:
         assert await bridge.wait_streaming(10)
         await _collect(bridge, 3.0, blocks)
-        st = bridge.stats()["runner1.foot_left"]
+        st = _stats_now(bridge, blocks)["runner1.foot_left"]
         proto = bridge.links["runner1.foot_left"].protocol_
     assert blocks and all(isinstance(b, MetricsBlock) and b.coarse and b.arrival_stamped for b in blocks)
     sent = list(pod.sent_)

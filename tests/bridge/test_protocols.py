@@ -3,7 +3,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from runform.firmware_bridge import BridgeError, MalformedPacketError, UnsupportedVersionError
@@ -379,9 +379,11 @@ def test_every_decode_function_raises_only_malformed(b, data):
 
 @given(st.lists(st.binary(max_size=260), max_size=30), st.sampled_from(["runform", "polar", "rsc", "movesense",
                                                                         "metamotion"]))
+@example([b"\x01\x00\x00\x00"], "movesense")  # a well-formed GSP command result: no samples, still counted
 @FUZZ
 def test_sensor_decoder_feed_never_raises_and_counts(packets, kind):
-    """The live chain (decode -> accounting -> clock): garbage is counted as malformed, never raised."""
+    """The live chain (decode -> accounting -> clock): garbage is counted as malformed, never raised; every
+    packet is counted once (received, duplicate, malformed, or well-formed without samples)."""
     from runform.firmware_bridge import SensorDecoder
     proto = {"runform": lambda: RunformV1(rf.SensorConfig(gyro_enabled=True)), "polar": lambda: PolarPmd(52.0),
              "rsc": lambda: Rsc(), "movesense": lambda: Movesense(104.0, ref=1),
@@ -390,4 +392,4 @@ def test_sensor_decoder_feed_never_raises_and_counts(packets, kind):
     for i, p in enumerate(packets):
         dec.feed(p, 10**12 + i * 20_000_000)
     s = dec.stats()
-    assert s.malformed + s.received + s.duplicates == len(packets)
+    assert s.malformed + s.received + s.duplicates + s.no_data == len(packets)
