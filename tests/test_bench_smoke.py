@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from runform.dsp._numba_config import JIT_DISABLED
-from runform.server.bench import QUICK, _cold, _hooks, _peers, _report, run_bench
+from runform.server.bench import QUICK, _cold, _data, _hooks, _peers, _report, run_bench
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -36,6 +36,9 @@ def hook_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def result(hook_dir, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("PYTHONPATH", str(hook_dir))
+    # the simulator only: the machinery must work the same with or without the shared recordings beside the
+    # checkout (a wrong RUNFORM_DATA is an error the bench reports: test_wrong_data_folder_is_an_error)
+    monkeypatch_module.delenv("RUNFORM_DATA", raising=False)
     cfg = dataclasses.replace(
         QUICK, duration_s=4.0, sources=("sim",), repeats=1, kernel_repeats=1, split_max_s=2.0, profile_max_s=2.0,
         cold_start=False, peers=True, peer_python=str(tmp_path_factory.mktemp("nopeers") / "bin" / "python"),
@@ -168,3 +171,11 @@ def test_cold_start_child_structure():
     assert _finite_pos(r["import_s"]) and _finite_pos(r["first_update_s"]["shank/sensor_frame"])
     assert _finite_pos(r["second_update_s"]["shank/sensor_frame"]) and _finite_pos(r["process_wall_s"])
     assert _finite_pos(r["steady_update_s"]["shank/sensor_frame"]) and "shank/sensor_frame" in r["first_step_update_s"]
+
+
+def test_wrong_data_folder_is_an_error(tmp_path, monkeypatch):
+    """A RUNFORM_DATA that names no data folder is reported, never silently replaced by ../shared/data."""
+    monkeypatch.setenv("RUNFORM_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(_data.BenchDataError, match="does not exist"):
+        _data.data_root()
+    assert _data.data_root(tmp_path / "nowhere") is None  # --data named but absent: no data, no fallback

@@ -53,12 +53,19 @@ def _install_log_tail(peer_python: Path, n: int = 15) -> str | None:
     return None
 
 
+def _venv_missing(peer_python: Path) -> dict | None:
+    if Path(peer_python).exists():
+        return None
+    return {"error": f"peer venv not found ({peer_python}); `make bench` creates it "
+                     "(target peers-venv, from tools/peers/requirements.txt)",
+            "install_log_tail": _install_log_tail(Path(peer_python))}
+
+
 def run_peer_script(peer_python: Path, script: Path, data_root: Path, quick: bool, timeout_s: float) -> dict:
     """Run the peer script in the peer venv; always returns a dict (``error`` on failure)."""
-    if not Path(peer_python).exists():
-        return {"error": f"peer venv not found ({peer_python}); `make bench` creates it "
-                         "(target peers-venv, from tools/peers/requirements.txt)",
-                "install_log_tail": _install_log_tail(Path(peer_python))}
+    missing = _venv_missing(peer_python)
+    if missing is not None:
+        return missing
     if not Path(script).exists():
         return {"error": f"peer script not found: {script}"}
     cmd = [str(peer_python), str(script), "--data-dir", str(data_root)] + (["--quick"] if quick else [])
@@ -171,10 +178,12 @@ def ratios(peers: dict, ours: dict) -> list[dict]:
 
 def run(data_root: Path | None, quick: bool, repeats: int, peer_python: Path | None = None,
         peer_script: Path | None = None, timeout_s: float = 400.0) -> dict:
-    if data_root is None:
-        return {"error": "shared recordings not found (set RUNFORM_DATA or --data)"}
     peer_python = Path(peer_python) if peer_python else default_peer_python()
     peer_script = Path(peer_script) if peer_script else default_peer_script()
+    if data_root is None:  # nothing to compare on; still say whether the peers themselves are there
+        no_data = {"error": "shared recordings not found (set RUNFORM_DATA or --data)"}
+        return {"peer_python": str(peer_python), "peers": _venv_missing(peer_python) or no_data,
+                "runform": no_data, "ratios": []}
     peers = run_peer_script(peer_python, peer_script, data_root, quick, timeout_s)
     ours = runform_same_data(data_root, repeats)
     return {"peer_python": str(peer_python), "peers": peers, "runform": ours, "ratios": ratios(peers, ours)}
