@@ -463,13 +463,22 @@ class MqttLink:
                 self._pending = {m: (q, now) for m, (q, _) in self._pending.items() if q > 0}
                 self._stalled_since = None
 
-    def _stalled(self, now: float) -> bool:
-        """True while the oldest QoS>0 message handed to paho has waited ``stall_s`` for its PUBACK."""
-        oldest = None
+    def _oldest_unacked(self) -> float | None:
         for q, t in self._pending.values():  # insertion order: QoS0 entries leave as soon as they are written
             if q > 0:
-                oldest = t
-                break
+                return t
+        return None
+
+    def _stalled(self, now: float) -> bool:
+        """True while the oldest QoS>0 message handed to paho has waited ``stall_s`` for its PUBACK."""
+        oldest = self._oldest_unacked()
+        if oldest is not None and now - oldest >= self.settings.stall_s and self._aio_sock is not None:
+            # Before calling the broker stalled, read what it already sent: when this process was the slow one
+            # (its event loop busy or descheduled on a loaded machine), the PUBACKs are waiting in the socket
+            # and the reader callback has not run yet. Same thread as the loop's reader (asyncio mode).
+            self.client.loop_read()
+            self._drain_events()
+            oldest = self._oldest_unacked()
         stalled = oldest is not None and now - oldest >= self.settings.stall_s
         if stalled and self._stalled_since is None:
             self._stalled_since = now

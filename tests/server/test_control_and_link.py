@@ -171,3 +171,24 @@ def test_qos_and_expiry_per_topic_as_delivered(mosquitto, mqtt_sub):
     cue_props = got[m.cues_topic("qosrunner")][2]
     assert 1 <= cue_props.MessageExpiryInterval <= 2
     assert got[m.raw_topic("qosrunner", "sacrum")][2].ContentType == m.RAW_CONTENT_TYPE
+
+
+def test_a_slow_edge_is_not_a_stalled_broker(mosquitto):
+    """The edge's own event loop was busy (a loaded machine) while the broker acknowledged at once: the PUBACKs sit
+    unread in the socket. The link must read them before calling the broker stalled (a false stall holds output
+    and lets cues expire)."""
+    loop = asyncio.new_event_loop()
+    link = m.MqttLink(_settings(mosquitto.port), m.make_client_id("edge", "slowedge"))
+    try:
+        link.start(loop)
+        assert run_loop_until(loop, lambda: link.connected, 10)
+        link.enqueue(m.CLASS_STEPS, m.steps_topic("slowedge", "sacrum"), b'{"k": 1}')
+        assert link.pump() == 1 and link.pending == 1
+        time.sleep(link.settings.stall_s * 1.5)  # the loop does not run: the PUBACK arrives but is not read
+        link.enqueue(m.CLASS_STEPS, m.steps_topic("slowedge", "sacrum"), b'{"k": 2}')
+        assert link.pump() == 1  # sent, not held
+        assert not link.stalled and link.counters["stalls"] == 0
+        assert run_loop_until(loop, lambda: link.pump() >= 0 and link.pending == 0, 10)  # both acknowledged
+    finally:
+        link.stop()
+        loop.close()
