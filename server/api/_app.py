@@ -594,8 +594,8 @@ async def _publish_plan(st: _AppState, runner: str, plan: dict) -> str | None:
     if st.hub is None:
         return "the server has no MQTT connection configured"
     try:
-        st.hub.publish(plan_topic(runner), encode_json(plan), qos=1, retain=True)
-    except (ConnectionError, PayloadError) as exc:
+        await st.hub.publish_acked(plan_topic(runner), encode_json(plan), retain=True)  # new subscribers get it
+    except (ConnectionError, RuntimeError, PayloadError) as exc:
         log.warning("plan of %s stored, not published: %s", runner, exc)
         return f"MQTT broker not reachable: {exc}"
     return None

@@ -218,15 +218,26 @@ class LiveHub:
             self._waiters.pop(key, None)
             return None
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
         """Publish as the server's own (service) account, e.g. a runner's retained plan; ConnectionError when the
-        broker is not reachable (the caller keeps its own durable copy)."""
+        broker is not reachable (the caller keeps its own durable copy). Returns once handed to the client: see
+        :meth:`publish_acked` to know the broker has it."""
         if not self.connected:
             raise ConnectionError(self.last_error or "not connected to the MQTT broker")
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
         self.counters["published"] += 1
+        return info
+
+    async def publish_acked(self, topic: str, payload: bytes, *, retain: bool = False, timeout_s: float = 5.0) -> None:
+        """:meth:`publish` at QoS 1 and wait (off the event loop) for the broker's PUBACK: from then on a new
+        subscriber gets this message if it is retained. ConnectionError if not acknowledged within ``timeout_s``."""
+        info = self.publish(topic, payload, qos=1, retain=retain)
+        await asyncio.to_thread(info.wait_for_publish, timeout_s)
+        if not info.is_published():
+            raise ConnectionError(f"the broker did not acknowledge within {timeout_s:g} s")
+        self.counters["published_acked"] += 1
 
     def stats(self) -> dict:
         return {"connected": self.connected, "clients": len(self.clients), **self.counters,

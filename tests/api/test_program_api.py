@@ -273,7 +273,7 @@ def test_server_republishes_stored_plans_when_it_connects(stack, users):
     with TestClient(create_app(users, c.store, hub=hub2, config=ApiConfig(programs_dir=str(c.dir)))):
         assert hub2.wait_connected(10)
         deadline = time.monotonic() + 10
-        while hub2.counters["published"] < 1:  # the one stored plan (alice)
+        while hub2.counters["published_acked"] < 1:  # the one stored plan (alice), acknowledged by the broker
             assert time.monotonic() < deadline, hub2.counters
             time.sleep(0.05)
         assert retained_plan(c) == plan
