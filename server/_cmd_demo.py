@@ -54,6 +54,7 @@ class DemoRunner:
     loss_pct: float = 0.0  # the virtual sensor's packet loss on air (BLE source)
     battery_pct: float = 92.0  # its battery at start
     pod_site: str | None = None  # also an RSC foot pod (coarse cadence + speed) at this site (BLE source)
+    publish_raw: bool = True  # raw samples over MQTT (stored by the server; the therapist's live trace)
 
 
 DEFAULT_RUNNERS = (
@@ -253,7 +254,7 @@ class DemoStack:
             configs[r.name] = RunnerConfig(
                 r.name, mqtt=edge_mqtt, journal_dir=self.workdir / "journal" / "edge",
                 cue=CueConfig(target_cadence_spm=r.target_cadence_spm),
-                publish_raw=True)
+                publish_raw=r.publish_raw)
         self.edge = Edge(sources, configs)
         self._edge_task = asyncio.create_task(self.edge.run(), name="edge")
         return self

@@ -40,7 +40,29 @@ def emulator():
     emu = BluezooEmulator(N_PERIPHERALS, scan_interval_s=1)
     emu.start()
     yield emu
+    _close_bleak_buses()
     emu.stop()
+
+
+def _close_bleak_buses():
+    """bleak keeps one BlueZ manager, i.e. one D-Bus connection, per event loop for the life of that loop (the BLE
+    tests share the session loop). Close those of loops still open before the emulator's bus daemon goes: else
+    their message readers hit EOF when it stops, and the interpreter prints a screen of "Future exception was
+    never retrieved" tracebacks after pytest's summary."""
+    import asyncio
+    try:
+        from bleak.backends.bluezdbus import manager as bluez_manager
+    except ImportError:
+        return
+    instances = getattr(bluez_manager, "_global_instances", {})  # bleak has no public close for its manager
+    for loop, mgr in list(instances.items()):
+        bus = getattr(mgr, "_bus", None)
+        if bus is None or loop.is_closed() or loop.is_running():
+            continue
+        bus.disconnect()
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(asyncio.wait_for(bus.wait_for_disconnect(), 5.0))
+        instances.pop(loop, None)
 
 
 @pytest.fixture

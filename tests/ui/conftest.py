@@ -67,7 +67,8 @@ def stack(tmp_path_factory):
     _need()
     from runform.server._cmd_demo import DEFAULT_RUNNERS, DemoRunner
     runners = tuple(DEFAULT_RUNNERS) + tuple(
-        DemoRunner(f"r{i:02d}", cadence_spm=160.0 + 2 * i, target_cadence_spm=170.0, seed=10 + i)
+        DemoRunner(f"r{i:02d}", cadence_spm=160.0 + 2 * i, target_cadence_spm=170.0, seed=10 + i,
+                   publish_raw=False)  # raw on demand (when a therapist opens the runner): a quarter less CPU
         for i in range(3, N_RUNNERS + 1))
     st = StackThread(tmp_path_factory.mktemp("demo"), runners)
     # stack-level time to first live data: edge start -> first step detected for every runner
