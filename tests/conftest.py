@@ -40,52 +40,28 @@ def emulator():
     emu = BluezooEmulator(N_PERIPHERALS, scan_interval_s=1)
     emu.start()
     yield emu
-    _close_bleak_buses()
+    _close_dbus_connections()
     emu.stop()
 
 
-def _close_bleak_buses():
-    """bleak keeps one BlueZ manager, i.e. one D-Bus connection, per event loop for the life of that loop (the BLE
-    tests share the session loop). Close those of loops still open before the emulator's bus daemon goes: else
-    their message readers hit EOF when it stops, and the interpreter prints a screen of "Future exception was
-    never retrieved" tracebacks after pytest's summary."""
+def _close_dbus_connections():
+    """Close every D-Bus connection of this process still open on the emulator's bus before its daemon goes.
+
+    bleak keeps one BlueZ manager (a D-Bus connection) per event loop for the life of the loop and a connection per
+    client; the BLE tests share the session loop, which pytest-asyncio runs once more while closing. A connection
+    still open when the daemon stops sees EOF in that last run, nobody awaits its disconnect future, and the
+    interpreter prints a screen of "Future exception was never retrieved" (EOFError) tracebacks after pytest's
+    summary. Disconnecting them here, on their own (idle) loop, ends them cleanly."""
     import asyncio
+    import gc
     try:
-        from bleak.backends.bluezdbus import manager as bluez_manager
+        from dbus_fast.aio import MessageBus
     except ImportError:
         return
-    instances = getattr(bluez_manager, "_global_instances", {})  # bleak has no public close for its manager
-    for loop, mgr in list(instances.items()):
-        bus = getattr(mgr, "_bus", None)
-        if bus is None or loop.is_closed() or loop.is_running():
+    for bus in [o for o in gc.get_objects() if isinstance(o, MessageBus)]:
+        loop = getattr(bus, "_loop", None)
+        if not bus.connected or loop is None or loop.is_closed() or loop.is_running():
             continue
         bus.disconnect()
         with contextlib.suppress(Exception):
             loop.run_until_complete(asyncio.wait_for(bus.wait_for_disconnect(), 5.0))
-        instances.pop(loop, None)
-
-
-@pytest.fixture
-async def sensors(emulator):
-    """Factory: ``await sensors(site, cls=VirtualSensor, **kwargs)`` -> a started virtual sensor (runform v1;
-    ``cls=VirtualPolarSensor`` / ``VirtualRscPod`` for the others), stopped after the test."""
-    from runform.firmware_bridge.virtual import VirtualRscPod, VirtualSensor
-
-    from tests.ble._synth import default_source
-    started: list = []
-    emulator.release_all()
-
-    async def make(site="foot_left", cls=VirtualSensor, **kw):
-        if cls is not VirtualRscPod:
-            kw.setdefault("source_factory", default_source())
-        kw.setdefault("seed", len(started) + 1)
-        name, addr = emulator.take_adapter()
-        vs = cls(site, **kw)
-        await vs.start(name, addr)
-        started.append(vs)
-        return vs
-
-    yield make
-    for vs in started:
-        with contextlib.suppress(Exception):
-            await vs.stop()
