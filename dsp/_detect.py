@@ -55,82 +55,57 @@ def sacrum_kernel(params, v_g, vf_g, ml_g, norm_g, maxabs_g, state):
     ne = 0
     thr_ic = params[SP_THR_IC]
     thr_tc = params[SP_THR_TC]
-    clip_g = params[SP_CLIP_G]
-    impact_n = params[SP_IMPACT_N]
-    min_gct_n = params[SP_MIN_GCT_N]
-    max_gct_n = params[SP_MAX_GCT_N]
-    # the state in locals (registers) while the chunk is walked; written back at the end
-    n0 = st[_SS_N]
-    mode = st[_SS_MODE]
-    prev = st[_SS_PREV]
-    ic = st[_SS_IC]
-    peak_v = st[_SS_PEAKV]
-    peak_n = st[_SS_PEAKN]
-    ml_sum = st[_SS_MLSUM]
-    cnt = st[_SS_CNT]
-    slope = st[_SS_SLOPE]
-    clip = st[_SS_CLIP]
-    aborted = st[_SS_ABORTED]
     for i in range(n):
-        idx = n0 + i
+        idx = st[_SS_N] + i
         x = v_g[i]
-        if mode == 0.0:
+        prev = st[_SS_PREV]
+        if st[_SS_MODE] == 0.0:
             if prev == prev and prev < thr_ic and x >= thr_ic:
-                mode = 1.0
-                ic = idx - 1.0 + (thr_ic - prev) / (x - prev)
-                peak_v = vf_g[i]
-                peak_n = norm_g[i]
-                ml_sum = ml_g[i]
-                cnt = 1.0
-                slope = x - prev
-                clip = 1.0 if maxabs_g[i] >= clip_g else 0.0
+                st[_SS_MODE] = 1.0
+                st[_SS_IC] = idx - 1.0 + (thr_ic - prev) / (x - prev)
+                st[_SS_PEAKV] = vf_g[i]
+                st[_SS_PEAKN] = norm_g[i]
+                st[_SS_MLSUM] = ml_g[i]
+                st[_SS_CNT] = 1.0
+                st[_SS_SLOPE] = x - prev
+                st[_SS_CLIP] = 1.0 if maxabs_g[i] >= params[SP_CLIP_G] else 0.0
         else:
-            if vf_g[i] > peak_v:
-                peak_v = vf_g[i]
-            dur = idx - ic
-            if dur <= impact_n:
-                if norm_g[i] > peak_n:
-                    peak_n = norm_g[i]
-                if x - prev > slope:
-                    slope = x - prev
-                if maxabs_g[i] >= clip_g:
-                    clip = 1.0
-            ml_sum += ml_g[i]
-            cnt += 1.0
+            if vf_g[i] > st[_SS_PEAKV]:
+                st[_SS_PEAKV] = vf_g[i]
+            dur = idx - st[_SS_IC]
+            if dur <= params[SP_IMPACT_N]:
+                if norm_g[i] > st[_SS_PEAKN]:
+                    st[_SS_PEAKN] = norm_g[i]
+                if x - prev > st[_SS_SLOPE]:
+                    st[_SS_SLOPE] = x - prev
+                if maxabs_g[i] >= params[SP_CLIP_G]:
+                    st[_SS_CLIP] = 1.0
+            st[_SS_MLSUM] += ml_g[i]
+            st[_SS_CNT] += 1.0
             if prev >= thr_tc and x < thr_tc:
                 tc = idx - 1.0 + (prev - thr_tc) / (prev - x)
-                gct_n = tc - ic
-                if gct_n >= min_gct_n:
+                gct_n = tc - st[_SS_IC]
+                if gct_n >= params[SP_MIN_GCT_N]:
                     if ne == events.shape[0]:
                         grown = np.empty((2 * ne, EV_N))
                         grown[:ne] = events[:ne]
                         events = grown
-                    events[ne, EV_IC] = ic
+                    events[ne, EV_IC] = st[_SS_IC]
                     events[ne, EV_TC] = tc
-                    events[ne, EV_PEAK_V] = peak_v
-                    events[ne, EV_PEAK_NORM] = peak_n
-                    events[ne, EV_ML_MEAN] = ml_sum / cnt
-                    events[ne, EV_SLOPE] = slope
-                    events[ne, EV_CLIPPED] = clip
+                    events[ne, EV_PEAK_V] = st[_SS_PEAKV]
+                    events[ne, EV_PEAK_NORM] = st[_SS_PEAKN]
+                    events[ne, EV_ML_MEAN] = st[_SS_MLSUM] / st[_SS_CNT]
+                    events[ne, EV_SLOPE] = st[_SS_SLOPE]
+                    events[ne, EV_CLIPPED] = st[_SS_CLIP]
                     events[ne, EV_EMITTED] = idx
                     ne += 1
-                mode = 0.0
-            elif dur > max_gct_n:
+                st[_SS_MODE] = 0.0
+            elif dur > params[SP_MAX_GCT_N]:
                 # no flight phase: not running (walking/standing) — drop the candidate
-                mode = 0.0
-                aborted += 1.0
-        prev = x
-    st[_SS_N] = n0 + n
-    st[_SS_MODE] = mode
-    st[_SS_PREV] = prev
-    st[_SS_IC] = ic
-    st[_SS_PEAKV] = peak_v
-    st[_SS_PEAKN] = peak_n
-    st[_SS_MLSUM] = ml_sum
-    st[_SS_CNT] = cnt
-    st[_SS_SLOPE] = slope
-    st[_SS_CLIP] = clip
-    st[_SS_ABORTED] = aborted
+                st[_SS_MODE] = 0.0
+                st[_SS_ABORTED] += 1.0
+        st[_SS_PREV] = x
+    st[_SS_N] += n
     return st, events[:ne].copy()
 
 
@@ -422,89 +397,53 @@ def walk_kernel(params, d_gps, flight, state):
     ne = 0
     delay = params[WP_DELAY_N]
     a = params[WP_EMA]
-    max_step_n = params[WP_MAX_STEP_N]
-    min_step_n = params[WP_MIN_STEP_N]
-    decay = params[WP_DECAY]
-    refract_frac = params[WP_REFRACT_FRAC]
-    confirm_n = params[WP_CONFIRM_N]
-    thr_min = params[WP_THR_MIN]
-    thr_frac = params[WP_THR_FRAC]
-    flight_n = params[WP_FLIGHT_N]
-    # the state in locals (registers) while the chunk is walked; written back at the end
-    n0 = st[_WS_N]
-    best = st[_WS_BEST]
-    best_i = st[_WS_BEST_I]
-    left = st[_WS_LEFT]
-    right = st[_WS_RIGHT]
-    prev_d = st[_WS_PREV_D]
-    last_ic = st[_WS_LAST_IC]
-    level = st[_WS_LEVEL]
-    step_ema = st[_WS_STEP_EMA]
-    last_flight = st[_WS_LAST_FLIGHT]
-    suppressed = st[_WS_SUPPRESSED]
-    rejected = st[_WS_REJECTED]
-    i = 0
-    while i < n:
-        idx = n0 + i
+    for i in range(n):
+        idx = st[_WS_N] + i
         c = idx - delay  # the stream index the derivative value belongs to
-        refract = min_step_n
-        s_ema = step_ema
-        if s_ema == s_ema and refract_frac * s_ema > refract:
-            refract = refract_frac * s_ema
-        lim = last_ic + refract
-        if c < lim and not c - last_ic > max_step_n:
-            # refractory (most samples): only the flight marker and the previous value change until it ends,
-            # so run through it with nothing else in the loop (the same tests, sample by sample, as below)
-            j = i
-            while j < n:
-                cj = (n0 + j) - delay
-                if cj >= lim or cj - last_ic > max_step_n:
-                    break
-                if flight[j] > 0.5:
-                    last_flight = n0 + j
-                j += 1
-            prev_d = d_gps[j - 1]
-            i = j
-            continue
         x = d_gps[i]
         if flight[i] > 0.5:
-            last_flight = idx
+            st[_WS_LAST_FLIGHT] = idx
         # no IC for a long time: the learnt level fades (a slower, softer gait)
-        if c - last_ic > max_step_n:
-            level *= decay
-        if c >= lim:
-            if best_i >= 0.0 and c == best_i + 1.0:
-                right = x
-            if x > best:
-                best = x
-                best_i = c
-                left = prev_d
-                right = np.nan
-            if best_i >= 0.0 and c - best_i >= confirm_n:
-                thr = thr_min
-                if thr_frac * level > thr:
-                    thr = thr_frac * level
-                if best >= thr:
-                    if idx - last_flight <= flight_n:
-                        suppressed += 1.0
-                        level = 0.0
-                        step_ema = np.nan
+        if c - st[_WS_LAST_IC] > params[WP_MAX_STEP_N]:
+            st[_WS_LEVEL] *= params[WP_DECAY]
+        refract = params[WP_MIN_STEP_N]
+        s_ema = st[_WS_STEP_EMA]
+        if s_ema == s_ema and params[WP_REFRACT_FRAC] * s_ema > refract:
+            refract = params[WP_REFRACT_FRAC] * s_ema
+        if c >= st[_WS_LAST_IC] + refract:
+            if st[_WS_BEST_I] >= 0.0 and c == st[_WS_BEST_I] + 1.0:
+                st[_WS_RIGHT] = x
+            if x > st[_WS_BEST]:
+                st[_WS_BEST] = x
+                st[_WS_BEST_I] = c
+                st[_WS_LEFT] = st[_WS_PREV_D]
+                st[_WS_RIGHT] = np.nan
+            if st[_WS_BEST_I] >= 0.0 and c - st[_WS_BEST_I] >= params[WP_CONFIRM_N]:
+                thr = params[WP_THR_MIN]
+                if params[WP_THR_FRAC] * st[_WS_LEVEL] > thr:
+                    thr = params[WP_THR_FRAC] * st[_WS_LEVEL]
+                best_i = st[_WS_BEST_I]
+                if st[_WS_BEST] >= thr:
+                    if idx - st[_WS_LAST_FLIGHT] <= params[WP_FLIGHT_N]:
+                        st[_WS_SUPPRESSED] += 1.0
+                        st[_WS_LEVEL] = 0.0
+                        st[_WS_STEP_EMA] = np.nan
                     else:
-                        if level == 0.0:
-                            level = best
+                        if st[_WS_LEVEL] == 0.0:
+                            st[_WS_LEVEL] = st[_WS_BEST]
                         else:
-                            level += a * (best - level)
-                        step = best_i - last_ic
-                        if min_step_n <= step <= max_step_n:
+                            st[_WS_LEVEL] += a * (st[_WS_BEST] - st[_WS_LEVEL])
+                        step = best_i - st[_WS_LAST_IC]
+                        if params[WP_MIN_STEP_N] <= step <= params[WP_MAX_STEP_N]:
                             if s_ema != s_ema:
-                                step_ema = step
+                                st[_WS_STEP_EMA] = step
                             else:
-                                step_ema += a * (step - s_ema)
+                                st[_WS_STEP_EMA] += a * (step - s_ema)
                         if ne == events.shape[0]:
                             grown = np.empty((2 * ne, EV_N))
                             grown[:ne] = events[:ne]
                             events = grown
-                        events[ne, EV_IC] = best_i + _parabolic(left, best, right)
+                        events[ne, EV_IC] = best_i + _parabolic(st[_WS_LEFT], st[_WS_BEST], st[_WS_RIGHT])
                         events[ne, EV_TC] = np.nan
                         events[ne, EV_PEAK_V] = np.nan
                         events[ne, EV_PEAK_NORM] = np.nan
@@ -513,27 +452,15 @@ def walk_kernel(params, d_gps, flight, state):
                         events[ne, EV_CLIPPED] = 0.0
                         events[ne, EV_EMITTED] = idx
                         ne += 1
-                    last_ic = best_i
+                    st[_WS_LAST_IC] = best_i
                 else:
-                    rejected += 1.0
-                best = -np.inf
-                best_i = -1.0
-                left = np.nan
-                right = np.nan
-        prev_d = x
-        i += 1
-    st[_WS_N] = n0 + n
-    st[_WS_BEST] = best
-    st[_WS_BEST_I] = best_i
-    st[_WS_LEFT] = left
-    st[_WS_RIGHT] = right
-    st[_WS_PREV_D] = prev_d
-    st[_WS_LAST_IC] = last_ic
-    st[_WS_LEVEL] = level
-    st[_WS_STEP_EMA] = step_ema
-    st[_WS_LAST_FLIGHT] = last_flight
-    st[_WS_SUPPRESSED] = suppressed
-    st[_WS_REJECTED] = rejected
+                    st[_WS_REJECTED] += 1.0
+                st[_WS_BEST] = -np.inf
+                st[_WS_BEST_I] = -1.0
+                st[_WS_LEFT] = np.nan
+                st[_WS_RIGHT] = np.nan
+        st[_WS_PREV_D] = x
+    st[_WS_N] += n
     return st, events[:ne].copy()
 
 
