@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ._numba_config import JIT_DISABLED
+from ._numba_config import skip_blas_probe as _skip_blas_probe
 
 BASE_SITES = ("sacrum", "shank", "foot")
 _FS = 200.0
@@ -172,17 +173,21 @@ def _idle_cpu() -> bool:
     return cpus >= 2 and load <= cpus - 1.0
 
 
-def warmup(sites=None, *, body_frame=None, gyro=None, parallel: bool | None = None) -> float:
+def warmup(sites=None, *, body_frame=None, gyro=None, parallel: bool | None = None,
+           skip_blas_probe: bool = False) -> float:
     """Compile or load every kernel the given sensors need; returns the seconds it took.
 
     ``sites``: the configured sensor sites (names or aliases; ``None`` = every site); ``body_frame``,
     ``gyro``: ``None`` = both ways. ``parallel``: compile half in a helper process when the cache lacks
-    kernels (``None``: when a core is idle, see :func:`_idle_cpu`).
+    kernels (``None``: when a core is idle, see :func:`_idle_cpu`). ``skip_blas_probe``: runform's own commands
+    only, see :func:`runform.dsp._numba_config.skip_blas_probe`.
     """
     t0 = time.perf_counter()
     path_list = paths(sites, body_frame, gyro)
     if JIT_DISABLED:
         return time.perf_counter() - t0
+    if skip_blas_probe:
+        _skip_blas_probe()
     todo = kernel_signatures(path_list)
     indexed = list(enumerate(todo))
     missing = [it for it in indexed if _cached(*it[1]) is False]
@@ -219,6 +224,7 @@ def _start_helper(path_list, indices):
 
 def _helper_main() -> None:
     """Helper process: compile the listed kernel signatures into the shared on-disk cache."""
+    _skip_blas_probe()  # a process of runform's own, nothing else runs in it
     path_list = [tuple(p) for p in json.loads(sys.argv[1])]
     wanted = set(json.loads(sys.argv[2]))
     for i, (disp, sig) in enumerate(kernel_signatures(path_list)):

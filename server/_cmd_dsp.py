@@ -175,7 +175,8 @@ def analyze_file(path: str, site: str, mass_kg=None, range_g=None, axes=None) ->
 
     def on_columns(body_frame: bool, gyro: bool) -> None:
         th = threading.Thread(target=warmup, args=([site],),
-                              kwargs={"body_frame": body_frame, "gyro": gyro and base_site == "foot"},
+                              kwargs={"body_frame": body_frame, "gyro": gyro and base_site == "foot",
+                                      "skip_blas_probe": True},
                               name="runform-warmup", daemon=True)
         th.start()
         warming.append(th)
@@ -239,6 +240,6 @@ def cmd_analyze(args) -> int:
 def cmd_warmup(args) -> int:
     from runform.dsp import warmup
 
-    took = warmup(args.site)
+    took = warmup(args.site, skip_blas_probe=True)
     print(f"numba kernels ready in {took:.2f} s")
     return 0

@@ -1190,7 +1190,8 @@ class Edge:
             # first packets are not late (live sensors: the sensor-frame path)
             from runform.dsp import warmup
             sites = sorted({s.site for src in self.sources for s in getattr(src, "sensors", ())})
-            await loop.run_in_executor(None, functools.partial(warmup, sites or None, body_frame=False))
+            await loop.run_in_executor(None, functools.partial(warmup, sites or None, body_frame=False,
+                                                               skip_blas_probe=True))
             self._warm = True
         if any(p.cfg.journal_dir is not None for p in self.pipelines.values()):
             self.journal_worker = JournalWorker()
