@@ -201,7 +201,8 @@ class GaitEventDetector:
         fi = frac_index[ok]
         i0 = np.floor(fi).astype(np.int64)
         lo = self.n_samples_ - self._ring_n
-        i0 = np.clip(i0, max(lo, 0), self.n_samples_ - 1)
+        # (np.clip costs ~18 µs per call on small arrays in NumPy 2, minimum/maximum ~5: same integers)
+        i0 = np.minimum(np.maximum(i0, max(lo, 0)), self.n_samples_ - 1)
         i1 = np.minimum(i0 + 1, self.n_samples_ - 1)
         t0 = self._t_ring[i0 % self._ring_n]
         t1 = self._t_ring[i1 % self._ring_n]
