@@ -25,6 +25,19 @@ EV_CLIPPED = 6  # 1.0 if any axis reached the clip level in the impact window
 EV_EMITTED = 7  # index of the sample at which the step was emitted
 EV_N = 8
 
+
+@jit
+def _grown(events):
+    """``events`` in a buffer twice as long (the first rows copied). Element by element on purpose: numba
+    compiles an array-to-array assignment (``grown[:ne] = events[:ne]``) through its generic broadcasting
+    setitem, ~5 s of compilation for a few lines, paid by every process with an empty cache."""
+    m = events.shape[0]
+    grown = np.empty((2 * m, EV_N))
+    for r in range(m):
+        for c in range(EV_N):
+            grown[r, c] = events[r, c]
+    return grown
+
 # ---------------------------------------------------------------- sacrum / hip
 # params
 SP_THR_IC, SP_THR_TC, SP_MIN_GCT_N, SP_MAX_GCT_N, SP_CLIP_G, SP_IMPACT_N = range(6)
@@ -87,9 +100,7 @@ def sacrum_kernel(params, v_g, vf_g, ml_g, norm_g, maxabs_g, state):
                 gct_n = tc - st[_SS_IC]
                 if gct_n >= params[SP_MIN_GCT_N]:
                     if ne == events.shape[0]:
-                        grown = np.empty((2 * ne, EV_N))
-                        grown[:ne] = events[:ne]
-                        events = grown
+                        events = _grown(events)
                     events[ne, EV_IC] = st[_SS_IC]
                     events[ne, EV_TC] = tc
                     events[ne, EV_PEAK_V] = st[_SS_PEAKV]
@@ -194,9 +205,7 @@ def _limb_emit(params, st, events, ne, idx):
     else:
         tc = np.nan
     if ne == events.shape[0]:
-        grown = np.empty((2 * ne, EV_N))
-        grown[:ne] = events[:ne]
-        events = grown
+        events = _grown(events)
     a = params[LP_EMA]
     # confirmed: stride from the previous confirmed IC and the impact-jerk level
     if st[_LS_PREV_IC_OK] > -1e17:
@@ -440,9 +449,7 @@ def walk_kernel(params, d_gps, flight, state):
                             else:
                                 st[_WS_STEP_EMA] += a * (step - s_ema)
                         if ne == events.shape[0]:
-                            grown = np.empty((2 * ne, EV_N))
-                            grown[:ne] = events[:ne]
-                            events = grown
+                            events = _grown(events)
                         events[ne, EV_IC] = best_i + _parabolic(st[_WS_LEFT], st[_WS_BEST], st[_WS_RIGHT])
                         events[ne, EV_TC] = np.nan
                         events[ne, EV_PEAK_V] = np.nan
@@ -495,7 +502,8 @@ def merge_walk_run_kernel(run_ev, walk_ev, min_gap_n, state):
         if st[1] != 0.0 and kind != st[1] and row[EV_IC] < st[0] + min_gap_n:
             st[2] += 1.0
             continue
-        out[no] = row
+        for c in range(EV_N):  # element by element (see _grown)
+            out[no, c] = row[c]
         walking[no] = 1.0 if kind == 1.0 else 0.0
         no += 1
         st[0] = row[EV_IC]

@@ -34,3 +34,26 @@ def jit(func=None, **overrides):
     if func is None:
         return lambda f: numba.njit(**options)(f)
     return numba.njit(**options)(func)
+
+
+def skip_blas_probe() -> None:
+    """Answer numba's one-time probe for SciPy's BLAS with "absent", for processes whose start-up counts.
+
+    The first time numba compiles or loads a function it imports ``numba.np.arraymath``, which checks for BLAS by
+    importing ``scipy.linalg`` (0.3-0.5 s when SciPy is installed, e.g. in the test and bench environments). No
+    runform kernel uses BLAS (no ``np.dot``, no ``np.linalg`` inside a kernel). Only runform's own commands call
+    this (``runform analyze``, ``runform run``, ``runform warmup``); numba functions of the same process that do
+    need BLAS would then raise, so a library user's process is never changed. A no-op when numba has already
+    probed or SciPy's BLAS is already loaded.
+    """
+    import sys
+
+    blas = "scipy.linalg.cython_blas"
+    if "numba.np.arraymath" in sys.modules or blas in sys.modules:
+        return
+    sys.modules[blas] = None  # an import of it raises ImportError now
+    try:
+        import numba.np.arraymath  # noqa: F401  (the probe runs here)
+    finally:
+        if blas in sys.modules and sys.modules[blas] is None:
+            del sys.modules[blas]

@@ -5,10 +5,11 @@ import argparse
 import json
 import math
 import sys
+import threading
 
 import numpy as np
 
-ANALYZE_CHUNK = 20  # samples per update, as BLE delivers: the file goes through the streaming path
+SITE_CHOICES = ("foot", "foot_left", "foot_right", "shank", "shank_left", "shank_right", "sacrum", "hip")
 MIN_RANGE_G = 2.0  # smallest full-scale range of a real accelerometer (±2 g)
 MAX_RANGE_G = 1000.0  # high-g shock sensors end around ±400 g; beyond this the value is a typo
 
@@ -54,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="detect every step in a CSV recording and print one JSON object",
         description=(
             "Reads a CSV with a time_s column and acceleration columns in g (*_g) or m/s² (*_ms2), runs it "
-            "through the streaming step detector and prints ONE JSON object: site, sampling_rate_hz, steps "
+            "through the step detector (the whole file in one call: the same steps as streaming it) and prints "
+            "ONE JSON object: site, sampling_rate_hz, steps "
             "(ic_s, tc_s, side, gct_ms, flight_ms, peak_accel_g, clipped, ...), summary, warnings, gyro. "
             "Gyroscope columns (gyr_x_dps, gyr_y_dps, gyr_z_dps) are passed to the detector, which takes "
             "toe-off from them on the foot. Times are on the file's own clock. Exit 2 with a message on "
@@ -63,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("file", help="CSV file")
     p.add_argument("--site", required=True,
-                   choices=["foot", "foot_left", "foot_right", "shank", "shank_left", "shank_right", "sacrum", "hip"])
+                   choices=SITE_CHOICES)
     p.add_argument("--mass-kg", type=_arg_type(check_mass_kg, "mass-kg"), default=None,
                    help="body mass, kg (positive): adds peak vertical force in newtons")
     p.add_argument("--range-g", type=_arg_type(check_range_g, "range-g"), default=None,
@@ -75,7 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_analyze)
 
     w = sub.add_parser("warmup", help="compile the numba kernels into the on-disk cache",
-                       description="Compiles (or loads from cache) every DSP kernel and prints how long it took.")
+                       description="Compiles (or loads from cache) the DSP kernels of the given sensor sites (all "
+                                   "sites by default) and prints how long it took. With an empty cache half of "
+                                   "the kernels compile in a helper process.")
+    w.add_argument("--site", action="append", default=None, choices=SITE_CHOICES,
+                   help="a configured sensor site (repeatable; default: every site)")
     w.set_defaults(func=cmd_warmup)
 
 
@@ -154,8 +160,8 @@ def summarize_steps(steps, site: str) -> dict:
 
 
 def analyze_file(path: str, site: str, mass_kg=None, range_g=None, axes=None) -> dict:
-    from runform.dsp import DetectorInputError, GaitEventDetector, parse_site
-    from runform.firmware_bridge.files import InputFileError, load_csv
+    from runform.dsp import DetectorInputError, GaitEventDetector, parse_site, warmup
+    from runform.firmware_bridge.files import load_csv
 
     try:
         mass_kg = check_mass_kg(mass_kg)
@@ -163,15 +169,29 @@ def analyze_file(path: str, site: str, mass_kg=None, range_g=None, axes=None) ->
     except ValueError as exc:
         raise DetectorInputError(str(exc)) from None
     base_site, _ = parse_site(site)
-    rec = load_csv(path, axes)
+    # once the header tells the path (input frame, gyroscope), its kernels load (or compile) in a thread while
+    # the values are parsed: both mostly wait on native code (pyarrow's parser, LLVM) that runs without the GIL
+    warming: list[threading.Thread] = []
+
+    def on_columns(body_frame: bool, gyro: bool) -> None:
+        th = threading.Thread(target=warmup, args=([site],),
+                              kwargs={"body_frame": body_frame, "gyro": gyro and base_site == "foot",
+                                      "skip_blas_probe": True},
+                              name="runform-warmup", daemon=True)
+        th.start()
+        warming.append(th)
+
+    try:
+        rec = load_csv(path, axes, on_columns=on_columns)
+    finally:
+        for th in warming:
+            th.join()
     warnings = list(rec.warnings)
     det = GaitEventDetector(site, rec.sampling_rate_hz, mass_kg=mass_kg,
                             range_g=range_g or rec.range_g_detected, body_frame=rec.body_frame)
-    gyr = rec.gyr_dps
-    parts = [det.update(rec.acc_ms2[s:s + ANALYZE_CHUNK], rec.time_s[s:s + ANALYZE_CHUNK],
-                        None if gyr is None else gyr[s:s + ANALYZE_CHUNK])
-             for s in range(0, rec.time_s.shape[0], ANALYZE_CHUNK)]
-    steps = np.concatenate(parts)
+    # the whole recording in one call: the detector is chunking-invariant (tests/dsp/test_chunking.py), so these
+    # are exactly the steps a live session streaming the file in BLE-sized packets would emit
+    steps = det.update(rec.acc_ms2, rec.time_s, rec.gyr_dps)
     duration = float(rec.time_s[-1] - rec.time_s[0])
     if steps.size == 0:
         warnings.append(
@@ -220,6 +240,6 @@ def cmd_analyze(args) -> int:
 def cmd_warmup(args) -> int:
     from runform.dsp import warmup
 
-    took = warmup()
+    took = warmup(args.site, skip_blas_probe=True)
     print(f"numba kernels ready in {took:.2f} s")
     return 0

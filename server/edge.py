@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gc
 import logging
 import math
@@ -1185,9 +1186,12 @@ class Edge:
     async def run(self, duration_s: float | None = None) -> dict:
         loop = asyncio.get_running_loop()
         if not self._warm:
-            # compile / load the numba kernels before any sensor streams, so the first packets are not late
+            # compile / load the numba kernels of the configured sensor sites before any sensor streams, so the
+            # first packets are not late (live sensors: the sensor-frame path)
             from runform.dsp import warmup
-            await loop.run_in_executor(None, warmup)
+            sites = sorted({s.site for src in self.sources for s in getattr(src, "sensors", ())})
+            await loop.run_in_executor(None, functools.partial(warmup, sites or None, body_frame=False,
+                                                               skip_blas_probe=True))
             self._warm = True
         if any(p.cfg.journal_dir is not None for p in self.pipelines.values()):
             self.journal_worker = JournalWorker()

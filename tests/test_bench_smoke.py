@@ -42,6 +42,7 @@ def result(hook_dir, tmp_path_factory, monkeypatch_module):
     cfg = dataclasses.replace(
         QUICK, duration_s=4.0, sources=("sim",), repeats=1, kernel_repeats=1, split_max_s=2.0, profile_max_s=2.0,
         cold_start=False, peers=True, peer_python=str(tmp_path_factory.mktemp("nopeers") / "bin" / "python"),
+        analyze_duration_s=4.0, analyze_repeats=1,
         hooks={"bh_ok": "a working area", "bh_fail": "an area that raises",
                "runform.no_such_area._bench": "an area not in this build"},
         hook_timeout_s=60.0)
@@ -130,8 +131,9 @@ def test_report_and_json(result, tmp_path):
     md, js = tmp_path / "benchmarks.md", tmp_path / "benchmarks.json"
     _report.write(result, md, js)
     text = md.read_text()
-    for heading in ("## Machine and versions", "## Summary", "## 1. DSP throughput", "## 2. Bare kernels",
-                    "## 3. Where the time goes", "## 4. Cold start", "## 5. Peers", "## 6. Other areas", "## Methods"):
+    for heading in ("## Machine and versions", "## Goals of issue 18", "## Summary", "## 1. DSP throughput",
+                    "## 2. Bare kernels", "## 3. Where the time goes", "## 4. Cold start", "## 4b. `runform analyze`",
+                    "## 5. Peers", "## 6. Other areas", "## Methods"):
         assert heading in text, heading
     assert "M samples/s" in text and "µs/chunk" in text
     assert "not available in this build" in text and "broker exploded" in text
@@ -179,3 +181,25 @@ def test_wrong_data_folder_is_an_error(tmp_path, monkeypatch):
     with pytest.raises(_data.BenchDataError, match="does not exist"):
         _data.data_root()
     assert _data.data_root(tmp_path / "nowhere") is None  # --data named but absent: no data, no fallback
+
+
+def test_analyze_processes_and_whole_array_goal(result):
+    an = result["analyze"]
+    assert "peer venv or tool not found" in an["peer_error"] and "ratio_wall" not in an
+    for name in ("runform analyze (body axes)", "runform analyze (sensor axes)"):
+        r = an["commands"][name]
+        assert _finite_pos(r["wall_s"]["median"]) and r["wall_s"]["min"] <= r["wall_s"]["max"]
+        assert r["found_what"] == "steps" and r["found"] > 0
+    g = result["summary"]["goals"]["whole_array_samples_per_s"]
+    assert g["rows"] == 6 and g["min"] <= g["value"] <= g["max"] and isinstance(g["met"], bool)
+    assert "analyze_vs_mobgap_ratio" not in result["summary"]["goals"]  # no peer, no ratio: never a made-up one
+
+
+def test_time_to_first_step_machinery():
+    """One site, one repeat: an empty cache costs more than a warm one, and each run found its first step."""
+    r = _cold.first_step(repeats=1, sites=("shank",), timeout_s=200)
+    s = r["sites"]["shank"]
+    assert _finite_pos(s["empty_cache_s"]["median"]) and _finite_pos(s["warm_cache_s"]["median"])
+    assert s["warm_cache_s"]["median"] < s["empty_cache_s"]["median"]
+    part = s["parts"][0]
+    assert part["warm"]["warmup_s"] < part["empty"]["warmup_s"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import _cold, _data, _dsp, _hooks, _machine, _peers
+from . import _analyze, _cold, _data, _dsp, _hooks, _machine, _peers
 
 __all__ = ["BenchConfig", "run_bench", "FULL", "QUICK"]
 
@@ -36,6 +36,10 @@ class BenchConfig:
     peer_timeout_s: float = 400.0
     cold_start: bool = True
     cold_timeout_s: float = 300.0
+    live_repeats: int = 3  # fresh processes per site and cache state for the time to the first step
+    analyze: bool = True  # `runform analyze` vs mobgap's IC detector, each as a process
+    analyze_duration_s: float = 600.0
+    analyze_repeats: int = 5
     hooks: dict[str, str] | None = None  # None: the standard area hooks
     hook_timeout_s: float = 300.0
     data: str | None = None
@@ -46,7 +50,11 @@ class BenchConfig:
 
 FULL = BenchConfig()
 QUICK = BenchConfig(quick=True, duration_s=30.0, repeats=1, kernel_repeats=2, split_max_s=10.0, profile_max_s=10.0,
-                    peer_repeats=2, hook_timeout_s=90.0)
+                    peer_repeats=2, hook_timeout_s=90.0, live_repeats=1, analyze_duration_s=60.0, analyze_repeats=2)
+
+#: the goals of issue 18 this bench measures (the edge goals have their own bench, `runform bench edge`)
+GOALS = {"whole_array_samples_per_s": 20e6, "analyze_vs_mobgap_ratio": 5.0, "first_step_empty_cache_s": 6.0,
+         "first_step_warm_cache_s": 1.0}
 
 
 def _summary(res: dict) -> dict:
@@ -75,6 +83,7 @@ def _summary(res: dict) -> dict:
             if "samples_per_s" in r:
                 per_kernel.setdefault(name.split("#")[0], []).append(r["samples_per_s"])
     s["per_kernel_samples_per_s"] = {k: (min(v), max(v)) for k, v in sorted(per_kernel.items())}
+    s["goals"] = _goals(res)
     s["detector_meets_target_whole"] = bool(det) and all(r["whole_samples_per_s"] >= target for r in det)
     s["detector_meets_target_chunked"] = bool(det) and all(r["chunked_samples_per_s"] >= target for r in det)
     s["kernel_chain_meets_target"] = {p: bool(s[f"kernel_chain_{p}"][0] is not None
@@ -85,6 +94,38 @@ def _summary(res: dict) -> dict:
     splits = [x["split"]["wrapper_share"] for x in det if "split" in x]
     s["wrapper_share_at_20_samples"] = (min(splits), max(splits)) if splits else (None, None)
     return s
+
+
+def _goals(res: dict) -> dict:
+    """Each measured goal: its measured value (median), spread (min-max over repeats) and verdict."""
+    out: dict = {}
+    det = [r for r in res.get("detector", []) if r.get("sampling_rate_hz") == 500.0]
+    if det:
+        worst = min(det, key=lambda r: r["whole_samples_per_s"])
+        out["whole_array_samples_per_s"] = {
+            "goal": GOALS["whole_array_samples_per_s"], "value": worst["whole_samples_per_s"],
+            "min": min(r.get("whole_samples_per_s_min", r["whole_samples_per_s"]) for r in det),
+            "max": max(r.get("whole_samples_per_s_max", r["whole_samples_per_s"]) for r in det),
+            "worst": f"{worst['source']}/{worst['site']}/{worst['path']}",
+            "met": all(r["whole_samples_per_s"] >= GOALS["whole_array_samples_per_s"] for r in det),
+            "rows_met": sum(r["whole_samples_per_s"] >= GOALS["whole_array_samples_per_s"] for r in det),
+            "rows": len(det)}
+    an = res.get("analyze", {})
+    if isinstance(an, dict) and "ratio_wall" in an:
+        rw = an["ratio_wall"]
+        out["analyze_vs_mobgap_ratio"] = {"goal": GOALS["analyze_vs_mobgap_ratio"], "value": rw["median"],
+                                          "min": rw["min"], "max": rw["max"],
+                                          "met": rw["median"] >= GOALS["analyze_vs_mobgap_ratio"]}
+    fs = res.get("cold_start", {}).get("first_step", {})
+    for key, goal in (("empty_cache_s", "first_step_empty_cache_s"), ("warm_cache_s", "first_step_warm_cache_s")):
+        sites = {k: v[key] for k, v in fs.get("sites", {}).items() if key in v}
+        if sites:
+            worst = max(sites, key=lambda k: sites[k]["median"])
+            out[goal] = {"goal": GOALS[goal], "value": sites[worst]["median"], "worst": worst,
+                         "min": min(v["min"] for v in sites.values()), "max": max(v["max"] for v in sites.values()),
+                         "per_site": {k: v["median"] for k, v in sites.items()},
+                         "met": all(v["median"] <= GOALS[goal] for v in sites.values())}
+    return out
 
 
 def run_bench(cfg: BenchConfig = FULL, progress: Callable[[str], None] | None = None) -> dict:
@@ -140,9 +181,20 @@ def run_bench(cfg: BenchConfig = FULL, progress: Callable[[str], None] | None = 
     # 2. cold start ----------------------------------------------------------------------------------
     if cfg.cold_start:
         say("cold start (fresh processes, fresh numba cache)")
-        res["cold_start"] = _cold.run(cfg.cold_timeout_s)
+        res["cold_start"] = _cold.run(cfg.cold_timeout_s, live_repeats=cfg.live_repeats)
     else:
         res["cold_start"] = {"skipped": True}
+
+    # 2b. `runform analyze` vs mobgap, whole processes ------------------------------------------------
+    if cfg.analyze:
+        say(f"runform analyze vs mobgap IcdIonescu as processes ({cfg.analyze_duration_s:g} s file, "
+            f"{cfg.analyze_repeats} repeats)")
+        try:
+            res["analyze"] = _analyze.run(cfg.analyze_repeats, cfg.peer_python, duration_s=cfg.analyze_duration_s)
+        except Exception as exc:
+            res["analyze"] = {"error": f"{type(exc).__name__}: {exc}"}
+    else:
+        res["analyze"] = {"skipped": True}
 
     # 3. peers ---------------------------------------------------------------------------------------
     if cfg.peers:

@@ -117,7 +117,93 @@ def warmup_command(cache_dir: Path | None, timeout_s: float = 300.0) -> dict:
     return {"process_wall_s": wall, "reported_s": float(m.group(1)) if m else None, "stdout": cp.stdout.strip()}
 
 
-def run(timeout_s: float = 300.0, cases=COLD_CASES) -> dict:
+# A live edge's start: a fresh process imports runform, warms the kernels of its configured sensor site (as
+# `runform run` does before any sensor streams), then 20-sample packets of running arrive (pre-recorded, fed as
+# fast as the detector takes them): wall time from the process start to the first step out of the detector.
+_LIVE_CHILD = r"""
+import json, sys, time
+t_start = time.time()
+import numpy as np
+from runform.dsp import GaitEventDetector, warmup
+site = sys.argv[1]
+acc = np.load(sys.argv[2])
+t_import = time.time()
+warmup([site], body_frame=False, skip_blas_probe=True)
+t_warm = time.time()
+det = GaitEventDetector(site, 500.0)
+t = np.arange(acc.shape[0]) / 500.0
+first = None
+for i in range(0, acc.shape[0], 20):
+    if len(det.update(acc[i:i + 20], t[i:i + 20])):
+        first = time.time()
+        break
+print("@@RESULT@@" + json.dumps({"t_start": t_start, "import_s": t_import - t_start, "warmup_s": t_warm - t_import,
+                                 "first_step_at": first, "feed_s": (first or time.time()) - t_warm}))
+"""
+
+LIVE_SITES = ("sacrum", "shank", "foot")
+
+
+def _live_signals(folder: Path) -> dict[str, Path]:
+    """6 s of simulated running per site, saved for the children (their time is not the simulator's)."""
+    import numpy as np
+
+    from runform.firmware_bridge.simulator import RunnerProfile, simulate
+
+    out = {}
+    sim_site = {"sacrum": "sacrum", "shank": "shank_left", "foot": "foot_left"}
+    for site in LIVE_SITES:
+        rec = simulate(RunnerProfile(), sites=(sim_site[site],), duration_s=6.0, sampling_rate_hz=500.0, seed=5,
+                       gyro=False, orientation="random")
+        out[site] = folder / f"{site}.npy"
+        np.save(out[site], np.ascontiguousarray(rec.signals[sim_site[site]].acc_ms2))
+    return out
+
+
+def time_to_first_step(site: str, signal: Path, cache_dir: Path, timeout_s: float = 300.0) -> dict:
+    """One fresh live-like process (see ``_LIVE_CHILD``); ``time_to_first_step_s`` counts from before the
+    interpreter starts."""
+    t0 = time.time()
+    wall, cp = _run([sys.executable, "-c", _LIVE_CHILD, site, str(signal)], _child_env(cache_dir), timeout_s)
+    line = next((ln for ln in cp.stdout.splitlines() if ln.startswith("@@RESULT@@")), None)
+    if cp.returncode != 0 or line is None:
+        raise RuntimeError(f"live child failed (exit {cp.returncode}): {cp.stderr.strip()[-800:]}")
+    res = json.loads(line[len("@@RESULT@@"):])
+    if res["first_step_at"] is None:
+        raise RuntimeError(f"no step from 6 s of simulated running ({site})")
+    res["time_to_first_step_s"] = res["first_step_at"] - t0
+    res["interpreter_start_s"] = res["t_start"] - t0
+    res["process_wall_s"] = wall
+    return res
+
+
+def _spread(xs: list[float]) -> dict:
+    xs = sorted(xs)
+    return {"median": xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]),
+            "min": xs[0], "max": xs[-1], "values": xs}
+
+
+def first_step(repeats: int = 3, timeout_s: float = 300.0, sites=LIVE_SITES) -> dict:
+    """Per site: time to the first step with an empty numba cache (a new cache folder each repeat) and with a warm
+    one (the same folder again), ``repeats`` times each; empty and warm runs alternate."""
+    out: dict = {"repeats": repeats, "sites": {}}
+    with tempfile.TemporaryDirectory(prefix="runform-bench-live-") as d:
+        signals = _live_signals(Path(d))
+        for site in sites:
+            empty, warm, parts = [], [], []
+            for k in range(repeats):
+                cache = Path(d) / f"cache-{site}-{k}"
+                r_empty = time_to_first_step(site, signals[site], cache, timeout_s)
+                r_warm = time_to_first_step(site, signals[site], cache, timeout_s)
+                empty.append(r_empty["time_to_first_step_s"])
+                warm.append(r_warm["time_to_first_step_s"])
+                parts.append({"empty": {k2: r_empty[k2] for k2 in ("import_s", "warmup_s", "feed_s")},
+                              "warm": {k2: r_warm[k2] for k2 in ("import_s", "warmup_s", "feed_s")}})
+            out["sites"][site] = {"empty_cache_s": _spread(empty), "warm_cache_s": _spread(warm), "parts": parts}
+    return out
+
+
+def run(timeout_s: float = 300.0, cases=COLD_CASES, live_repeats: int = 3) -> dict:
     out: dict = {"cases": [f"{s}/{'body_frame' if b else 'sensor_frame'}" for s, b in cases]}
     with tempfile.TemporaryDirectory(prefix="runform-bench-numba-") as d1, \
             tempfile.TemporaryDirectory(prefix="runform-bench-numba-") as d2:
@@ -130,4 +216,9 @@ def run(timeout_s: float = 300.0, cases=COLD_CASES) -> dict:
                 out[key] = fn()
             except Exception as exc:  # reported, the rest of the bench goes on
                 out[key] = {"error": f"{type(exc).__name__}: {exc}"}
+    if live_repeats:
+        try:
+            out["first_step"] = first_step(live_repeats, timeout_s)
+        except Exception as exc:
+            out["first_step"] = {"error": f"{type(exc).__name__}: {exc}"}
     return out

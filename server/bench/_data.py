@@ -81,7 +81,7 @@ def project_to_body(acc_ms2: np.ndarray, sampling_rate_hz: float, site: str) -> 
     comps, _ = orientation_kernel(np.ascontiguousarray(acc_ms2, dtype=np.float64),
                                   1.0 / (o.gravity_tau_s * sampling_rate_hz), 1.0 / (o.axes_tau_s * sampling_rate_hz),
                                   orientation_init())
-    return np.ascontiguousarray(comps[:, :3] * G0)
+    return np.ascontiguousarray(comps[:3].T * G0)
 
 
 def random_rotation(seed: int = 7) -> np.ndarray:

@@ -8,6 +8,9 @@ back) and the ratios are runform samples/s ÷ peer samples/s, for
 - offline use: one call on each whole recording (runform: ``update`` with the whole array);
 - live use: runform streams 20-sample chunks; an offline peer has to be re-run on a sliding window
   (5 s every 100 ms), so its live throughput is new samples per second of CPU.
+
+Both at the recordings' native rates and resampled to 500 Hz (the rate a running sensor streams at; per-sample
+costs and the peers' own resampling make the ratios differ by rate), each side resampling with the same rule.
 """
 from __future__ import annotations
 
@@ -61,14 +64,31 @@ def _venv_missing(peer_python: Path) -> dict | None:
             "install_log_tail": _install_log_tail(Path(peer_python))}
 
 
-def run_peer_script(peer_python: Path, script: Path, data_root: Path, quick: bool, timeout_s: float) -> dict:
+#: native rates (None) and the rate of a running sensor
+RATES = (None, 500.0)
+
+
+def resample_rows(x: np.ndarray, fs: float, rate: float | None) -> np.ndarray:
+    """Rows of ``x`` (n, k) linearly interpolated to ``rate`` on a uniform grid from the first sample: the rule of
+    ``resample_rows`` in tools/peers/peer_timings.py, so both sides process the same samples."""
+    if rate is None or abs(rate - fs) < 1e-9:
+        return x
+    n = int(np.floor((x.shape[0] - 1) / fs * rate)) + 1
+    pos = np.arange(n) / rate * fs
+    src = np.arange(x.shape[0], dtype=float)
+    return np.ascontiguousarray(np.column_stack([np.interp(pos, src, x[:, k]) for k in range(x.shape[1])]))
+
+
+def run_peer_script(peer_python: Path, script: Path, data_root: Path, quick: bool, timeout_s: float,
+                    rate: float | None = None) -> dict:
     """Run the peer script in the peer venv; always returns a dict (``error`` on failure)."""
     missing = _venv_missing(peer_python)
     if missing is not None:
         return missing
     if not Path(script).exists():
         return {"error": f"peer script not found: {script}"}
-    cmd = [str(peer_python), str(script), "--data-dir", str(data_root)] + (["--quick"] if quick else [])
+    cmd = [str(peer_python), str(script), "--data-dir", str(data_root)] + (["--quick"] if quick else []) + (
+        ["--rate", f"{rate:g}"] if rate else [])
     t0 = time.perf_counter()
     try:
         cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -129,18 +149,21 @@ def _runform_on(recordings: list[tuple[str, np.ndarray]], fs: float, repeats: in
             "recording_duration_s": duration_s, "chunked_cpu_fraction_of_one_core": cc / duration_s}
 
 
-def runform_same_data(data_root: Path, repeats: int) -> dict:
+def runform_same_data(data_root: Path, repeats: int, rate: float | None = None) -> dict:
     out: dict = {}
     try:
         fs, feet = _data.gaitmap_feet(data_root)
+        left, right = (resample_rows(feet[s], fs, rate) for s in ("left_sensor", "right_sensor"))
+        fs = rate or fs
         # two feet recorded simultaneously: the live budget is the recording's duration
-        out["gaitmap"] = _runform_on([("foot_left", feet["left_sensor"]), ("foot_right", feet["right_sensor"])],
-                                     fs, repeats, feet["left_sensor"].shape[0] / fs)
-        out["gaitmap"]["n_rows"] = int(feet["left_sensor"].shape[0])
+        out["gaitmap"] = _runform_on([("foot_left", left), ("foot_right", right)], fs, repeats, left.shape[0] / fs)
+        out["gaitmap"]["n_rows"] = int(left.shape[0])
     except Exception as exc:
         out["gaitmap"] = {"error": f"{type(exc).__name__}: {exc}"}
     try:
         fs, recs = _data.mobgap_lowerback(data_root)
+        recs = [resample_rows(a, fs, rate) for a in recs]
+        fs = rate or fs
         # three separate recordings, one after the other
         out["mobgap"] = _runform_on([("sacrum", a) for a in recs], fs, repeats, sum(a.shape[0] for a in recs) / fs)
         out["mobgap"]["n_rows"] = int(sum(a.shape[0] for a in recs))
@@ -149,9 +172,10 @@ def runform_same_data(data_root: Path, repeats: int) -> dict:
     return out
 
 
-def ratios(peers: dict, ours: dict) -> list[dict]:
+def ratios(peers: dict, ours: dict, rate: float | None = None) -> list[dict]:
     """Rows: runform samples/s ÷ peer samples/s for each peer algorithm, offline and live."""
     rows = []
+    label = f"{rate:g} Hz (resampled)" if rate else "native"
     for lib in ("gaitmap", "mobgap"):
         p, r = peers.get(lib), ours.get(lib)
         if not isinstance(p, dict) or "error" in p or not isinstance(r, dict) or "error" in r:
@@ -162,12 +186,12 @@ def ratios(peers: dict, ours: dict) -> list[dict]:
                 continue
             wh, sl = res.get("whole", {}), res.get("sliding", {})
             if "samples_per_s" in wh:
-                rows.append({"peer": lib, "algorithm": algo, "mode": "offline: whole recording",
-                             "peer_samples_per_s": wh["samples_per_s"],
+                rows.append({"peer": lib, "algorithm": algo, "mode": "offline: whole recording", "rate": label,
+                             "rate_hz": p.get("sampling_rate_hz"), "peer_samples_per_s": wh["samples_per_s"],
                              "runform_samples_per_s": r["whole_samples_per_s"],
                              "ratio": r["whole_samples_per_s"] / wh["samples_per_s"], "same_samples": same})
             if "live_samples_per_s" in sl:
-                rows.append({"peer": lib, "algorithm": algo,
+                rows.append({"peer": lib, "algorithm": algo, "rate": label, "rate_hz": p.get("sampling_rate_hz"),
                              "mode": f"live: peer re-run on {sl['window_s']:g} s window every "
                                      f"{sl['hop_s'] * 1000:g} ms; runform {CHUNK_SAMPLES}-sample updates",
                              "peer_samples_per_s": sl["live_samples_per_s"],
@@ -177,13 +201,19 @@ def ratios(peers: dict, ours: dict) -> list[dict]:
 
 
 def run(data_root: Path | None, quick: bool, repeats: int, peer_python: Path | None = None,
-        peer_script: Path | None = None, timeout_s: float = 400.0) -> dict:
+        peer_script: Path | None = None, timeout_s: float = 400.0, rates=RATES) -> dict:
+    """Peers and runform at each rate; the first rate's results also at the top level."""
     peer_python = Path(peer_python) if peer_python else default_peer_python()
     peer_script = Path(peer_script) if peer_script else default_peer_script()
     if data_root is None:  # nothing to compare on; still say whether the peers themselves are there
         no_data = {"error": "shared recordings not found (set RUNFORM_DATA or --data)"}
         return {"peer_python": str(peer_python), "peers": _venv_missing(peer_python) or no_data,
                 "runform": no_data, "ratios": []}
-    peers = run_peer_script(peer_python, peer_script, data_root, quick, timeout_s)
-    ours = runform_same_data(data_root, repeats)
-    return {"peer_python": str(peer_python), "peers": peers, "runform": ours, "ratios": ratios(peers, ours)}
+    by_rate = []
+    for rate in rates:
+        peers = run_peer_script(peer_python, peer_script, data_root, quick, timeout_s, rate)
+        ours = runform_same_data(data_root, repeats, rate)
+        by_rate.append({"rate_hz": rate, "peers": peers, "runform": ours, "ratios": ratios(peers, ours, rate)})
+    first = by_rate[0]
+    return {"peer_python": str(peer_python), "peers": first["peers"], "runform": first["runform"],
+            "ratios": [r for b in by_rate for r in b["ratios"]], "by_rate": by_rate}

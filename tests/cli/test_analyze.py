@@ -1,5 +1,6 @@
 """`runform analyze`: the JSON contract, and clear errors (never a traceback) on bad input."""
 import json
+import re
 import subprocess
 import sys
 
@@ -77,7 +78,7 @@ OPTION_CASES = {  # case -> extra arguments (the file itself is fine)
 }
 
 
-@pytest.mark.parametrize("case,message", [
+BAD_INPUT_CASES = [
     ("missing_time", "no 'time_s' column"),
     ("no_acc", "no acceleration columns"),
     ("backwards", "time goes backwards"),
@@ -85,6 +86,7 @@ OPTION_CASES = {  # case -> extra arguments (the file itself is fine)
     ("long_nan_gap", "consecutive samples without acceleration"),
     ("low_rate", "too low"),
     ("not_csv", "malformed CSV"),
+    ("not_a_number", "malformed CSV"),
     ("empty", "empty"),
     ("header_only", "only 0 samples"),
     ("directory", "is a directory"),
@@ -98,13 +100,15 @@ OPTION_CASES = {  # case -> extra arguments (the file itself is fine)
     ("range_nan", "accelerometer range must be"),
     ("axes_twice", "--axes names 'v' twice"),
     ("axes_same_column", "for two axes"),
-])
-def test_bad_input_gives_clear_error(tmp_path, case, message):
+]
+
+
+def make_case_file(tmp_path, case):
+    """The input file of one bad-input case (the options cases get a good file)."""
     t = np.arange(2000) / 500.0
     acc = np.tile([0.0, 0.0, 1.0], (2000, 1))
     p = tmp_path / f"{case}.csv"
-    extra = OPTION_CASES.get(case, [])
-    if extra:
+    if case in OPTION_CASES:
         write_csv(p, ["time_s", "acc_x_g", "acc_y_g", "acc_z_g"], np.column_stack([t, acc]))
     elif case == "header_only":
         p.write_text("time_s,acc_x_g,acc_y_g,acc_z_g\n")
@@ -128,12 +132,54 @@ def test_bad_input_gives_clear_error(tmp_path, case, message):
         write_csv(p, ["time_s", "acc_x_g", "acc_y_g", "acc_z_g"], np.column_stack([np.arange(2000) / 40.0, acc]))
     elif case == "not_csv":
         p.write_text("time_s,acc_x_g,acc_y_g,acc_z_g\n0,1,2\nhello,world\n")
+    elif case == "not_a_number":
+        p.write_text("time_s,acc_x_g,acc_y_g,acc_z_g\n0,1,2,3\n0.002,1,two,3\n")
     elif case == "empty":
         p.write_text("")
-    proc = analyze(p, "--site", "shank", *extra)
+    return p
+
+
+@pytest.mark.parametrize("case,message", BAD_INPUT_CASES)
+def test_bad_input_gives_clear_error(tmp_path, case, message):
+    p = make_case_file(tmp_path, case)
+    proc = analyze(p, "--site", "shank", *OPTION_CASES.get(case, []))
     assert proc.returncode == 2
     assert message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("reader", ["pyarrow", "numpy"])
+@pytest.mark.parametrize("case,message", [c for c in BAD_INPUT_CASES if c[0] not in OPTION_CASES and c[0] != "low_rate"])
+def test_both_csv_readers_refuse_bad_files_alike(tmp_path, case, message, reader):
+    """`runform analyze` reads with pyarrow; NumPy's reader is the fallback without it: same errors."""
+    from runform.firmware_bridge.files import InputFileError, load_csv
+
+    with pytest.raises(InputFileError, match=re.escape(message)):
+        load_csv(make_case_file(tmp_path, case), reader=reader)
+
+
+def test_both_csv_readers_give_the_same_recording(tmp_path, shared_data):
+    """Values (NaN gaps, blank cells, 'nan', BOM, CRLF, padded numbers), warnings and the detected clipping range
+    are identical whichever reader parses the file."""
+    from runform.firmware_bridge.files import load_csv
+
+    t, acc, _ = synthetic_limb(duration_s=10.0)
+    a = acc / G0
+    a[1000:1005] = np.nan
+    p = write_csv(tmp_path / "gaps.csv", ["time_s", "acc_x_g", "acc_y_g", "acc_z_g"], np.column_stack([t, a]))
+    odd = tmp_path / "odd.csv"
+    lines = p.read_text().splitlines()
+    lines[7] = lines[7].replace(",", ", ", 1)  # a padded number
+    lines[9] = ",".join(v if k != 2 else "nan" for k, v in enumerate(lines[9].split(",")))
+    odd.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    files = [p, odd, shared_data / "shank_treadmill_bach2022/trial01.csv",
+             shared_data / "sacrum_treadmill_alcantara2022/trial02.csv"]
+    for f in files:
+        fast, slow = load_csv(f, reader="pyarrow"), load_csv(f, reader="numpy")
+        np.testing.assert_array_equal(fast.time_s, slow.time_s)
+        np.testing.assert_array_equal(fast.acc_ms2, slow.acc_ms2)
+        assert fast.warnings == slow.warnings and fast.range_g_detected == slow.range_g_detected
+        assert fast.acc_columns == slow.acc_columns and fast.body_frame == slow.body_frame
 
 
 def test_excel_bom_header_is_read(tmp_path):

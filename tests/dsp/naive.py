@@ -30,39 +30,50 @@ def sosfilt(sos, x, zi):
 
 def body_frame(acc_ms2):
     acc = np.asarray(acc_ms2, float)
-    return np.column_stack([acc[:, 0] / G0, acc[:, 1] / G0, acc[:, 2] / G0,
-                            np.linalg.norm(acc, axis=1) / G0, np.abs(acc).max(axis=1) / G0])
+    return np.vstack([acc[:, 0] / G0, acc[:, 1] / G0, acc[:, 2] / G0,
+                      np.linalg.norm(acc, axis=1) / G0, np.abs(acc).max(axis=1) / G0])
 
 
-def orientation(acc_ms2, alpha_g, alpha_c):
-    """Gravity EMA -> up; horizontal covariance EMA -> AP by power iteration; ml = up x ap."""
+def orientation(acc_ms2, alpha_g, alpha_c, block=16):
+    """Gravity EMA -> up, every sample; once per block of ``block`` samples (stream indices 0, block, ...):
+    the horizontal covariance and the braking-sign EMAs from the block's means, one power-iteration step for AP
+    (kept horizontal). Within a block the axis and its sign are fixed; ml = up x forward. Rows: v, ap, ml,
+    |a|, max |axis| in g."""
     acc = np.asarray(acc_ms2, float)
-    out = np.empty((len(acc), 5))
+    out = np.empty((5, len(acc)))
+    alpha_b = 1.0 - (1.0 - alpha_c) ** block
     g = acc[0].copy()
+    up0 = acc[0] / np.linalg.norm(acc[0])
     e = np.zeros(3)
     e[np.argmin(np.abs(acc[0]))] = 1.0  # first-minimum tie-break, like the kernel
-    ap = e
+    ap = e - (e @ up0) * up0
+    ap /= np.linalg.norm(ap)
     C = np.zeros((3, 3))
     sign_ema = 0.0
+    hh_sum, sign_sum = np.zeros((3, 3)), 0.0
     prev_av = np.linalg.norm(acc[0])
     for i, a in enumerate(acc):
         g = g + alpha_g * (a - g)
         up = g / np.linalg.norm(g)
         av = a @ up
         h = a - av * up
-        C = C + alpha_c * (np.outer(h, h) - C)
-        v = C @ ap
-        v = v - (v @ up) * up
-        if np.linalg.norm(v) > 1e-12:
-            ap = v / np.linalg.norm(v)
-        else:
-            ap = ap - (ap @ up) * up
-            ap = ap / np.linalg.norm(ap)
-        sign_ema += alpha_c * ((h @ ap) * (av - prev_av) - sign_ema)
-        prev_av = av
         fwd = -ap if sign_ema > 0 else ap
         ml = np.cross(up, fwd)
-        out[i] = (av / G0, h @ fwd / G0, h @ ml / G0, np.linalg.norm(a) / G0, np.abs(a).max() / G0)
+        out[:, i] = (av / G0, h @ fwd / G0, h @ ml / G0, np.linalg.norm(a) / G0, np.abs(a).max() / G0)
+        hh_sum += np.outer(h, h)
+        sign_sum += (h @ ap) * (av - prev_av)
+        prev_av = av
+        if (i + 1) % block == 0:
+            C = C + alpha_b * (hh_sum / block - C)
+            sign_ema += alpha_b * (sign_sum / block - sign_ema)
+            hh_sum, sign_sum = np.zeros((3, 3)), 0.0
+            v = C @ ap
+            v = v - (v @ up) * up
+            if np.linalg.norm(v) > 1e-12:
+                ap = v / np.linalg.norm(v)
+            else:
+                ap = ap - (ap @ up) * up
+                ap = ap / np.linalg.norm(ap)
     return out
 
 

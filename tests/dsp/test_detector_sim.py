@@ -229,14 +229,14 @@ def test_limb_kernel_rest_rules_match_twin(strike, gyro):
     det = GaitEventDetector("foot_left", fs)
     acc = np.ascontiguousarray(sig.acc_ms2)
     comps, _ = orientation_kernel(acc, det._alpha_g, det._alpha_c, orientation_init())
-    norm, maxabs = comps[:, 3].copy(), comps[:, 4].copy()
+    norm, maxabs = comps[3].copy(), comps[4].copy()
     jerk = det._jerk(acc)
     if gyro:
         rate = row_norm_kernel(np.ascontiguousarray(sig.gyr_dps))
         tc_sig = -sosfilt_kernel(det._sos, rate, sos_steady_state(det._sos, rate[0]))[0]
         kp = det._kparams_gyro
     else:
-        tc_sig = sosfilt_kernel(det._sos, comps[:, 1].copy(), sos_steady_state(det._sos, comps[0, 1]))[0]
+        tc_sig = sosfilt_kernel(det._sos, comps[1].copy(), sos_steady_state(det._sos, comps[1][0]))[0]
         kp = det._kparams
     _, ev = K.limb_kernel(kp, norm, jerk, tc_sig, maxabs, K.limb_init(kp))
     ref = naive.LimbTwin(kp).run(norm, jerk, tc_sig, maxabs)

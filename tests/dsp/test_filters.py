@@ -49,28 +49,44 @@ def test_steady_state_has_no_transient():
 
 
 def test_bank_equals_separate_filters_bit_for_bit_and_chunks():
-    """The sacral detector's three low-passes run as one bank: each row must be exactly the single filter."""
+    """The sacral detector's three low-passes run as one bank: each row must be exactly the single filter
+    (three single biquads: the register fast path; two 4th-order filters: the general path)."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2500, 5))
+    x = rng.standard_normal((5, 2500))
     s20, s8, s4 = butter_lowpass_sos(20.0, 500.0), butter_lowpass_sos(8.0, 500.0), butter_lowpass_sos(20.0, 500.0, 4)
-    for sections in ((s20, s8, s20), (s4, s4)):
+    for sections in ((s20, s8, s20), (s4, s4), (s20, s8)):
         sos = np.stack(sections)
-        cols = np.array([0, 0, 2])[: len(sections)]
-        zi = np.stack([sos_steady_state(s, x[0, c]) for s, c in zip(sections, cols)])
-        y, zf = sosfilt_bank_kernel(sos, x, cols, zi)
+        rows = np.array([0, 0, 2])[: len(sections)]
+        zi = np.stack([sos_steady_state(s, x[r, 0]) for s, r in zip(sections, rows)])
+        y, zf = sosfilt_bank_kernel(sos, x, rows, zi)
         assert y.shape == (len(sections), 2500)
-        for c, (s, col) in enumerate(zip(sections, cols)):
-            y1, z1 = sosfilt_kernel(s, np.ascontiguousarray(x[:, col]), zi[c])
+        for c, (s, r) in enumerate(zip(sections, rows)):
+            y1, z1 = sosfilt_kernel(s, np.ascontiguousarray(x[r]), zi[c])
             assert np.array_equal(y[c], y1)
             assert np.array_equal(zf[c], z1)
-            np.testing.assert_allclose(y[c], naive.sosfilt(s, x[:, col], zi[c])[0], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(y[c], naive.sosfilt(s, x[r], zi[c])[0], rtol=1e-12, atol=1e-12)
         cuts = np.sort(rng.choice(np.arange(1, 2500), 30, replace=False))
         z, parts = zi, []
-        for piece in np.split(x, cuts):
-            yp, z = sosfilt_bank_kernel(sos, piece, cols, z)
+        for piece in np.split(x, cuts, axis=1):
+            yp, z = sosfilt_bank_kernel(sos, np.ascontiguousarray(piece), rows, z)
             parts.append(yp)
         assert np.array_equal(np.concatenate(parts, axis=1), y)
         assert np.array_equal(z, zf)
+
+
+def test_single_biquad_fast_path_equals_general_path():
+    """sosfilt_kernel keeps one biquad's state in registers: bit-identical to the section loop (a 2-section
+    filter whose second section passes its input through runs the general loop on the same arithmetic)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(4000)
+    sos = butter_lowpass_sos(15.0, 500.0)
+    zi = sos_steady_state(sos, x[0])
+    y, zf = sosfilt_kernel(sos, x, zi)
+    identity = np.array([[1.0, 0.0, 0.0, 1.0, 0.0, 0.0]])
+    y2, zf2 = sosfilt_kernel(np.vstack([sos, identity]), x, np.vstack([zi, np.zeros((1, 2))]))
+    assert np.array_equal(y, y2)
+    assert np.array_equal(zf, zf2[:1])
+    np.testing.assert_allclose(y, naive.sosfilt(sos, x, zi)[0], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("n", [1, 7, 255, 256, 257, 3000])

@@ -1,11 +1,13 @@
 """Every numba kernel against its plain twin in tests/dsp/naive.py."""
+import math
+
 import numpy as np
 import pytest
 
 from runform.dsp import GaitEventDetector
 from runform.dsp import _detect as K
 from runform.dsp._filters import butter_lowpass_sos, sos_steady_state, sosfilt_kernel
-from runform.dsp._orientation import body_frame_kernel, orientation_init, orientation_kernel
+from runform.dsp._orientation import ORIENT_BLOCK, body_frame_kernel, orientation_init, orientation_kernel
 from tests.dsp import naive
 from tests.dsp.conftest import synthetic_limb, synthetic_running
 
@@ -14,8 +16,46 @@ def test_orientation_kernel_matches_twin():
     t, acc, _ = synthetic_running(duration_s=6.0)
     fs = 500.0
     out, _ = orientation_kernel(np.ascontiguousarray(acc), 1 / (2 * fs), 1 / (4 * fs), orientation_init())
-    ref = naive.orientation(acc, 1 / (2 * fs), 1 / (4 * fs))
+    ref = naive.orientation(acc, 1 / (2 * fs), 1 / (4 * fs), block=ORIENT_BLOCK)
+    assert out.shape == ref.shape == (5, acc.shape[0])
     np.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_orientation_vertical_is_the_per_sample_estimate_bit_for_bit():
+    """Only AP/ML use the once-per-block axis: the vertical (and |a|, max |axis|) are exactly the per-sample
+    gravity-EMA arithmetic, in the same order as a plain loop, so every event built on them is unchanged."""
+    _, acc, _ = synthetic_running(duration_s=3.0, seed=4)
+    fs = 500.0
+    ag = 1 / (2 * fs)
+    out, _ = orientation_kernel(np.ascontiguousarray(acc), ag, 1 / (4 * fs), orientation_init())
+    gx, gy, gz = acc[0]
+    for i, (ax, ay, az) in enumerate(acc.tolist()):
+        gx += ag * (ax - gx)
+        gy += ag * (ay - gy)
+        gz += ag * (az - gz)
+        gn = math.sqrt(gx * gx + gy * gy + gz * gz)
+        av = ax * (gx / gn) + ay * (gy / gn) + az * (gz / gn)
+        assert out[0, i] == av / 9.80665
+        assert out[3, i] == math.sqrt(ax * ax + ay * ay + az * az) / 9.80665
+        assert out[4, i] == max(abs(ax), abs(ay), abs(az)) / 9.80665
+
+
+@pytest.mark.parametrize("max_chunk", [1, 5, 16, 17, 300, 4000])
+def test_orientation_kernel_chunks(max_chunk):
+    """Any chunking (inside a block of the axis, across blocks and tiles) gives the whole-array result exactly."""
+    _, acc, _ = synthetic_running(duration_s=4.0 if max_chunk == 1 else 12.0, seed=2)
+    acc = np.ascontiguousarray(acc)
+    fs = 500.0
+    whole, st_w = orientation_kernel(acc, 1 / (2 * fs), 1 / (4 * fs), orientation_init())
+    rng = np.random.default_rng(max_chunk)
+    st, parts, pos = orientation_init(), [], 0
+    while pos < acc.shape[0]:
+        step = int(rng.integers(1, max_chunk + 1))
+        out, st = orientation_kernel(acc[pos:pos + step], 1 / (2 * fs), 1 / (4 * fs), st)
+        parts.append(out)
+        pos += step
+    assert np.array_equal(np.concatenate(parts, axis=1), whole)
+    assert np.array_equal(st, st_w)
 
 
 def test_orientation_recovers_vertical_and_ml_under_any_mounting():
@@ -29,12 +69,13 @@ def test_orientation_recovers_vertical_and_ml_under_any_mounting():
     out_r, _ = orientation_kernel(np.ascontiguousarray(acc_body @ q.T), 1 / (2 * fs), 1 / (4 * fs),
                                   orientation_init())
     late = slice(int(12 * fs), None)
-    np.testing.assert_allclose(out_r[late, 0], acc_body[late, 2] / 9.80665, atol=0.03)
-    np.testing.assert_allclose(out_r[late, 0], out_b[late, 0], atol=0.03)
-    np.testing.assert_allclose(out_r[:, 3], out_b[:, 3], rtol=1e-12)  # norm is rotation invariant
-    # the medio-lateral sway keeps its sign (+left) after the rotation: up x forward is right-handed
-    corr = np.corrcoef(out_r[late, 2], acc_body[late, 1])[0, 1]
-    assert corr > 0.9
+    np.testing.assert_allclose(out_r[0, late], acc_body[late, 2] / 9.80665, atol=0.03)
+    np.testing.assert_allclose(out_r[0, late], out_b[0, late], atol=0.03)
+    np.testing.assert_allclose(out_r[3], out_b[3], rtol=1e-12)  # norm is rotation invariant
+    # forward stays forward, and the medio-lateral sway keeps its sign (+left) after the rotation: up x forward
+    # is right-handed
+    assert np.corrcoef(out_r[1, late], acc_body[late, 0])[0, 1] > 0.9
+    assert np.corrcoef(out_r[2, late], acc_body[late, 1])[0, 1] > 0.9
 
 
 def test_body_frame_kernel_matches_twin():
@@ -45,7 +86,7 @@ def test_body_frame_kernel_matches_twin():
 def _sacrum_inputs(acc, fs):
     comps = body_frame_kernel(np.ascontiguousarray(acc))
     sos = butter_lowpass_sos(20.0, fs)
-    v, _ = sosfilt_kernel(sos, comps[:, 0].copy(), sos_steady_state(sos, comps[0, 0]))
+    v, _ = sosfilt_kernel(sos, comps[0].copy(), sos_steady_state(sos, comps[0][0]))
     return v, comps
 
 
@@ -56,9 +97,9 @@ def test_sacrum_kernel_matches_twin(seed):
     acc = acc[:, [2, 0, 1]]  # body frame: v, ap, ml
     v, comps = _sacrum_inputs(acc, fs)
     params = np.array([0.7, 0.15, 50.0, 225.0, 3.0, 30.0])
-    _, ev = K.sacrum_kernel(params, v, v * 0.9, comps[:, 2].copy(), comps[:, 3].copy(), comps[:, 4].copy(),
+    _, ev = K.sacrum_kernel(params, v, v * 0.9, comps[2].copy(), comps[3].copy(), comps[4].copy(),
                             K.sacrum_init())
-    ref = naive.sacrum_events(params, v, v * 0.9, comps[:, 2], comps[:, 3], comps[:, 4])
+    ref = naive.sacrum_events(params, v, v * 0.9, comps[2], comps[3], comps[4])
     assert ev.shape[0] > 30
     np.testing.assert_allclose(ev, ref, rtol=1e-9, atol=1e-9)
 
@@ -78,11 +119,11 @@ def test_limb_kernel_matches_twin():
     t, acc, truth = synthetic_limb(duration_s=20.0, fs=fs)
     det = GaitEventDetector("shank", fs)
     comps, _ = orientation_kernel(np.ascontiguousarray(acc), det._alpha_g, det._alpha_c, orientation_init())
-    norm = comps[:, 3].copy()
+    norm = comps[3].copy()
     jerk = det._jerk(acc)
-    tc_sig = comps[:, 1].copy()
-    _, ev = K.limb_kernel(det._kparams, norm, jerk, tc_sig, comps[:, 4].copy(), K.limb_init(det._kparams))
-    ref = naive.LimbTwin(det._kparams).run(norm, jerk, tc_sig, comps[:, 4])
+    tc_sig = comps[1].copy()
+    _, ev = K.limb_kernel(det._kparams, norm, jerk, tc_sig, comps[4].copy(), K.limb_init(det._kparams))
+    ref = naive.LimbTwin(det._kparams).run(norm, jerk, tc_sig, comps[4])
     assert ev.shape[0] >= len(truth) - 2
     np.testing.assert_allclose(ev, ref, rtol=1e-9, atol=1e-9)
 
@@ -194,7 +235,7 @@ def test_walk_kernel_matches_twin(seed):
                           seed=seed)
     det = GaitEventDetector("sacrum", fs)
     comps, _ = orientation_kernel(np.ascontiguousarray(sig.acc_ms2), det._alpha_g, det._alpha_c, orientation_init())
-    v = comps[:, 0].copy()
+    v = comps[0].copy()
     d, _ = fir_kernel(det._walk_taps, v, fir_state(det._walk_taps, v[0]))
     v_lp, _ = sosfilt_kernel(det._sos, v, sos_steady_state(det._sos, v[0]))
     flight = (v_lp < det.params.tc_threshold_g).astype(float)

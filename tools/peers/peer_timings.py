@@ -15,7 +15,13 @@ object on stdout with, per peer algorithm:
 Samples are counted per sensor (a two-foot recording of n rows is 2 n samples), as runform counts them.
 Errors are reported per algorithm in the JSON (``"error"``), never raised, so the bench always completes.
 
-Usage: python peer_timings.py --data-dir /path/to/shared/data [--quick] [--repeats N]
+``--rate HZ`` resamples every recording to HZ first (linear interpolation on a uniform grid from the first
+sample: ``resample_rows`` below, the rule runform's bench applies to its own copy of the samples), so peers
+and runform are also compared at the rate a running sensor streams (500 Hz) and not only at the recordings'
+native rates (gaitmap's 204.8 Hz feet, mobgap's 100 Hz lower back). Stride borders given to the
+event-detection-only variants are scaled to the new rate.
+
+Usage: python peer_timings.py --data-dir /path/to/shared/data [--quick] [--repeats N] [--rate HZ]
 """
 from __future__ import annotations
 
@@ -105,6 +111,28 @@ def _sliding(make_call, n_rows: int, fs: float, n_sensors: int, window_s: float,
             "window_errors": errors, "last_window_error": last_error}
 
 
+def resample_rows(n_rows: int, fs: float, rate: float):
+    """(source sample positions, count) of a uniform grid at ``rate`` over ``n_rows`` samples at ``fs``."""
+    import numpy as np
+
+    n = int(np.floor((n_rows - 1) / fs * rate)) + 1
+    return np.arange(n) / rate * fs, n
+
+
+def resample_frame(df, fs: float, rate: float | None):
+    """Every column of ``df`` linearly interpolated to ``rate`` (``None``: unchanged)."""
+    import numpy as np
+
+    if rate is None or abs(rate - fs) < 1e-9:
+        return df
+    import pandas as pd
+
+    pos, _ = resample_rows(len(df), fs, rate)
+    src = np.arange(len(df), dtype=float)
+    cols = [np.interp(pos, src, df[c].to_numpy(dtype=float)) for c in df.columns]
+    return pd.DataFrame(np.column_stack(cols), columns=df.columns)
+
+
 def _guard(name: str, results: dict, fn) -> None:
     try:
         results[name] = fn()
@@ -113,20 +141,23 @@ def _guard(name: str, results: dict, fn) -> None:
 
 
 # ------------------------------------------------------------------------------------------ gaitmap
-def bench_gaitmap(data_dir: Path, quick: bool, repeats: int, n_windows: int) -> dict:
+def bench_gaitmap(data_dir: Path, quick: bool, repeats: int, n_windows: int, rate: float | None = None) -> dict:
     import pandas as pd
     from gaitmap.event_detection import HerzerEventDetection, RamppEventDetection
     from gaitmap.stride_segmentation import BarthDtw
     from gaitmap.utils.coordinate_conversion import convert_to_fbf
 
     folder = data_dir / "walking_foot_gaitmap_example"
-    fs = 204.8
+    fs0 = 204.8
+    fs = rate or fs0
     data = pd.read_csv(folder / "imu_sample.csv", header=[0, 1], index_col=0)
     sensors = ["left_sensor", "right_sensor"]
-    data = data[sensors]
+    data = resample_frame(data[sensors], fs0, rate)
     bf = convert_to_fbf(data, left_like="left_", right_like="right_")
     borders = pd.read_csv(folder / "stride_borders_sample.csv", header=0)
     borders["sensor"] = borders["foot"] + "_sensor"
+    for c in ("start", "end"):
+        borders[c] = (borders[c] * (fs / fs0)).round().astype(int)
     stride_list = {k: v.drop(columns=["sensor"]).reset_index(drop=True).set_index("s_id")
                    for k, v in borders.groupby("sensor")}
     n_rows = len(bf)
@@ -177,20 +208,21 @@ MOBGAP_FILES = ("HA/001/TimeMeasure1_Test11_Trial1.csv", "HA/002/TimeMeasure1_Te
                 "MS/001/TimeMeasure1_Test11_Trial1.csv")
 
 
-def bench_mobgap(data_dir: Path, quick: bool, repeats: int, n_windows: int) -> dict:
+def bench_mobgap(data_dir: Path, quick: bool, repeats: int, n_windows: int, rate: float | None = None) -> dict:
     import pandas as pd
     from mobgap.initial_contacts import IcdIonescu, IcdShinImproved
     from mobgap.utils.conversions import to_body_frame
 
     folder = data_dir / "walking_lowerback_mobgap_example" / "example_data" / "data_csv"
-    fs = 100.0
+    fs0 = 100.0
+    fs = rate or fs0
     recs = []
     for rel in MOBGAP_FILES:
         df = pd.read_csv(folder / rel)
         df = df.drop(columns=["samples"])
         for c in ("acc_x", "acc_y", "acc_z"):
             df[c] = df[c] * G0  # the CSV export is in g; mobgap works in m/s^2
-        recs.append(to_body_frame(df))
+        recs.append(to_body_frame(resample_frame(df, fs0, rate)))
     n = sum(len(r) for r in recs)
     out: dict = {"recordings": [f"walking_lowerback_mobgap_example/example_data/data_csv/{r}" for r in MOBGAP_FILES],
                  "sampling_rate_hz": fs, "n_rows": n}
@@ -221,14 +253,15 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--windows", type=int, default=None)
+    ap.add_argument("--rate", type=float, default=None, help="resample every recording to this rate (Hz) first")
     args = ap.parse_args(argv)
     repeats = args.repeats or (2 if args.quick else 5)
     n_windows = args.windows or (5 if args.quick else 30)
     warnings.simplefilter("ignore")
-    results: dict = {"versions": _versions(), "repeats": repeats, "n_windows": n_windows}
+    results: dict = {"versions": _versions(), "repeats": repeats, "n_windows": n_windows, "rate_hz": args.rate}
     t0 = time.perf_counter()
-    _guard("gaitmap", results, lambda: bench_gaitmap(args.data_dir, args.quick, repeats, n_windows))
-    _guard("mobgap", results, lambda: bench_mobgap(args.data_dir, args.quick, repeats, n_windows))
+    _guard("gaitmap", results, lambda: bench_gaitmap(args.data_dir, args.quick, repeats, n_windows, args.rate))
+    _guard("mobgap", results, lambda: bench_mobgap(args.data_dir, args.quick, repeats, n_windows, args.rate))
     results["total_s"] = time.perf_counter() - t0
     json.dump(results, sys.stdout)
     sys.stdout.write("\n")
