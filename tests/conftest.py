@@ -65,3 +65,29 @@ def _close_dbus_connections():
         bus.disconnect()
         with contextlib.suppress(Exception):
             loop.run_until_complete(asyncio.wait_for(bus.wait_for_disconnect(), 5.0))
+
+
+@pytest.fixture
+async def sensors(emulator):
+    """Factory: ``await sensors(site, cls=VirtualSensor, **kwargs)`` -> a started virtual sensor (runform v1;
+    ``cls=VirtualPolarSensor`` / ``VirtualRscPod`` for the others), stopped after the test."""
+    from runform.firmware_bridge.virtual import VirtualRscPod, VirtualSensor
+
+    from tests.ble._synth import default_source
+    started: list = []
+    emulator.release_all()
+
+    async def make(site="foot_left", cls=VirtualSensor, **kw):
+        if cls is not VirtualRscPod:
+            kw.setdefault("source_factory", default_source())
+        kw.setdefault("seed", len(started) + 1)
+        name, addr = emulator.take_adapter()
+        vs = cls(site, **kw)
+        await vs.start(name, addr)
+        started.append(vs)
+        return vs
+
+    yield make
+    for vs in started:
+        with contextlib.suppress(Exception):
+            await vs.stop()
